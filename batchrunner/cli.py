@@ -1,0 +1,228 @@
+"""
+The command line: parse flags, build settings, set up logging, run the job,
+and map the outcome to an exit code. Nothing else happens here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from batchrunner import __version__
+from batchrunner.errors import BatchrunnerError
+from batchrunner.logs import Redactor, configure_logging, wants_json
+from batchrunner.settings import build_settings, environment, find_config
+
+log = logging.getLogger("batchrunner")
+
+DESCRIPTION = """\
+Send every row of INPUT (CSV or JSONL) to an Azure OpenAI deployment and stream
+one result record per row to the output file, with token usage. Re-running the
+same command resumes: only rows without an "ok" record are sent again.
+
+Try it offline first, against the built-in simulator:
+  python -m batchrunner jobs/prompts.csv --simulate
+"""
+
+EPILOG = """\
+environment:
+  AZURE_OPENAI_ENDPOINT    https://<resource>.openai.azure.com
+  AZURE_OPENAI_API_KEY     API key; when absent, Entra ID (az login, managed
+                           identity, workload identity) is used
+  OPENAI_API_VERSION       API version (default 2024-10-21)
+  AZURE_OPENAI_DEPLOYMENT  deployment, when neither --deployment nor the file
+  BATCHRUNNER_<SETTING>    any setting, e.g. BATCHRUNNER_CONCURRENCY=32
+  precedence: command line > environment > settings file > defaults
+
+exit status:
+  0    every row ok
+  1    the run finished and some rows are recorded as failed
+  2    bad command line, settings or input; nothing was sent
+  3    authentication failed
+  75   stopped early (deadline, spend cap, quota exhausted); re-run to go on
+  130  stopped by SIGINT, 143 by SIGTERM; re-run to go on
+"""
+
+#: Flags whose value goes straight into the settings of the same name.
+SETTING_FLAGS = (
+    "output", "deployment", "api", "concurrency", "rpm", "tpm", "max_attempts",
+    "timeout", "limit", "shard", "deadline", "max_cost", "log_format",
+)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; its help is the command's documentation."""
+    parser = argparse.ArgumentParser(
+        prog="python -m batchrunner",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add(
+        "input",
+        metavar="INPUT",
+        help="a .csv, .jsonl, .csv.gz or .jsonl.gz file of prompt rows;"
+        " '-' reads JSONL from stdin",
+    )
+    add(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="settings file (default: ./config.yaml when it exists)",
+    )
+    add(
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="results file; .jsonl, .csv or .parquet (default:"
+        " <input dir>/<input stem>.results.jsonl)",
+    )
+    add("--deployment", metavar="NAME", help="Azure OpenAI deployment name")
+    add(
+        "--api",
+        choices=["chat", "completions", "embeddings"],
+        help="the operation each row becomes (default: chat)",
+    )
+    add(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="most requests in flight at once (default: 16)",
+    )
+    add(
+        "--rpm",
+        type=int,
+        metavar="N",
+        help="client-side budget of requests per minute (the deployment's quota)",
+    )
+    add(
+        "--tpm",
+        type=int,
+        metavar="N",
+        help="client-side budget of tokens per minute, charged as Azure does:"
+        " prompt tokens + max_tokens × n",
+    )
+    add(
+        "--max-attempts",
+        type=int,
+        metavar="N",
+        help="attempts per row before it is recorded as failed (default: 6)",
+    )
+    add(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="per-request timeout; a slower request is abandoned and retried"
+        " (default: 60)",
+    )
+    add("--limit", type=int, metavar="N", help="only the first N rows (a smoke run)")
+    add(
+        "--dry-run",
+        action="store_true",
+        default=None,
+        help="validate everything, count tokens, estimate cost and duration;"
+        " send nothing",
+    )
+    add(
+        "--fresh",
+        action="store_true",
+        default=None,
+        help="start over: the old results file is kept as a .bak-<time> backup",
+    )
+    add(
+        "--simulate",
+        action="store_true",
+        default=None,
+        help="run against the built-in Azure OpenAI simulator on loopback",
+    )
+    add(
+        "--shard",
+        metavar="I/N",
+        help="only rows whose id hashes to shard I of N (0-based), for replicas",
+    )
+    add(
+        "--deadline",
+        metavar="DURATION",
+        help="stop taking rows in time to finish before this much wall time"
+        " (e.g. 55m, 1h30m); exit 75",
+    )
+    add(
+        "--max-cost",
+        type=float,
+        metavar="AMOUNT",
+        help="stop taking rows before the estimated spend (USD, prices from the"
+        " settings) passes AMOUNT; exit 75",
+    )
+    add(
+        "--log-format",
+        choices=["text", "json"],
+        help="human log lines (default on a terminal) or one JSON object a line",
+    )
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="only warnings and errors; no progress bar",
+    )
+    verbosity.add_argument(
+        "-v", "--verbose", action="store_true", help="a line for every row"
+    )
+    add("--version", action="version", version=f"batchrunner {__version__}")
+    return parser  # fmt: skip
+
+
+def flags_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line (None where a flag is absent)."""
+    flags: dict[str, Any] = {name: getattr(args, name) for name in SETTING_FLAGS}
+    flags["dry_run"] = args.dry_run
+    flags["fresh"] = args.fresh
+    flags["simulate"] = args.simulate
+    if args.quiet:
+        flags["verbosity"] = -1
+    elif args.verbose:
+        flags["verbosity"] = 1
+    return flags
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the command with *argv*; return its exit code."""
+    from batchrunner.job import run_job
+
+    args = build_parser().parse_args(argv)
+    redactor = Redactor()
+    try:
+        env = environment()
+        config = find_config(args.config, Path.cwd())
+        settings = build_settings(flags_from(args), env, config)
+        redactor.add(settings.api_key)
+        json_lines = wants_json(settings.log_format, sys.stderr)
+        configure_logging(
+            json_lines=json_lines, verbosity=settings.verbosity, redactor=redactor
+        )
+        return run_job(args.input, settings, redactor=redactor, json_lines=json_lines)
+    except BatchrunnerError as exc:
+        _report(exc, redactor)
+        return exc.exit_code
+
+
+def _report(exc: BatchrunnerError, redactor: Redactor) -> None:
+    message = redactor.scrub(str(exc))
+    if log.handlers:
+        log.error("%s", message, extra={"event": "error", "exit_code": exc.exit_code})
+    else:
+        print(f"batchrunner: error: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of ``python -m batchrunner`` and the ``batchrunner`` script."""
+    try:
+        code = run(argv)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

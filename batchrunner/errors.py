@@ -1,0 +1,112 @@
+"""
+The exceptions batchrunner raises, and the exit code each one maps to.
+
+* BatchrunnerError
+  + UsageError (exit 2): bad command line, settings or input; nothing was sent
+    - ConfigError: a setting is wrong
+    - InputError: an input row is wrong (carries path, line, column)
+  + AuthError (exit 3): no credential works, or the service said 401/403
+  + ApiFailure: one request failed; the pool decides whether to retry it
+  + RunStopped: the run stopped early; carries its exit code
+
+Only ``cli.py`` turns these into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ROWS_FAILED = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_TEMPFAIL = 75
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class BatchrunnerError(Exception):
+    """Base of every error batchrunner reports to its user."""
+
+    exit_code = EXIT_ROWS_FAILED
+
+
+class UsageError(BatchrunnerError):
+    """The command line, settings or input are wrong: nothing was sent."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """A setting is missing or has a value that cannot work."""
+
+
+class InputError(UsageError):
+    """
+    An input row is wrong.
+
+    The message names the *path*, *line* (1-based) and *column* (1-based, or
+    None when the fault is the whole line) and says how to fix it.
+    """
+
+    def __init__(
+        self, path: str, line: int | None, column: int | None, problem: str
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.column = column
+        self.problem = problem
+        where = path
+        if line is not None:
+            where += f":{line}"
+            if column is not None:
+                where += f":{column}"
+        super().__init__(f"{where}: {problem}")
+
+
+class AuthError(BatchrunnerError):
+    """No credential works, or the service refused the one we have."""
+
+    exit_code = EXIT_AUTH
+
+
+class ApiFailure(BatchrunnerError):
+    """
+    One request failed, classified for the retry policy.
+
+    *retry_after* is the wait the service asked for, in seconds, when it asked.
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        message: str,
+        status_code: int | None = None,
+        code: str | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+        latency_ms: int | None = None,
+    ) -> None:
+        self.kind = kind
+        self.message = message
+        self.status_code = status_code
+        self.code = code
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.request_id = request_id
+        self.latency_ms = latency_ms
+        super().__init__(message)
+
+    def __repr__(self) -> str:
+        return (
+            f"<ApiFailure {self.kind} status={self.status_code} code={self.code!r}"
+            f" retryable={self.retryable} retry_after={self.retry_after}>"
+        )
+
+
+class RunStopped(BatchrunnerError):
+    """The run stopped before its end for a reason the message gives."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

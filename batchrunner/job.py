@@ -1,0 +1,278 @@
+"""
+One job, top to bottom: validate the input, plan the rows, then either estimate
+(``--dry-run``) or send them through the pool and write the summary.
+
+    reader ─▶ plan ─▶ prepare ─▶ pool (pacer, retries, client) ─▶ writer
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from batchrunner.auth import open_auth
+from batchrunner.client import AzureCompleter
+from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, ConfigError
+from batchrunner.logs import Redactor
+from batchrunner.plan import select
+from batchrunner.pool import Control, Pool, expected_duration, row_cost
+from batchrunner.prepare import RequestBuilder
+from batchrunner.progress import ProgressDisplay, print_summary
+from batchrunner.reader import open_rows, spool_stdin, validate
+from batchrunner.records import Request, RowResult, to_record
+from batchrunner.resume import read_state
+from batchrunner.settings import Settings, check_ready_to_send, with_overrides
+from batchrunner.summary import RunStats
+from batchrunner.tokens import TokenCounter
+from batchrunner.writer import (
+    ResultSink,
+    backup_existing,
+    open_sink,
+    summary_path,
+    write_summary,
+)
+
+log = logging.getLogger("batchrunner")
+
+#: The deployment ``--simulate`` uses when none is given.
+SIMULATED_DEPLOYMENT = "gpt-4o-mini"
+
+
+@dataclass(frozen=True)
+class Source:
+    """The input file to read, and the name to show for it in messages."""
+
+    path: str
+    name: str
+
+
+def default_output(input_arg: str) -> Path:
+    """``<input dir>/<input stem>.results.jsonl`` (``./stdin.results.jsonl`` for -)."""
+    if input_arg == "-":
+        return Path("stdin.results.jsonl")
+    path = Path(input_arg)
+    name = path.name
+    for suffix in (".gz", ".csv", ".jsonl", ".ndjson"):
+        name = name.removesuffix(suffix)
+    return path.with_name(f"{name}.results.jsonl")
+
+
+@contextlib.contextmanager
+def open_source(input_arg: str) -> Iterator[Source]:
+    """The input as a file that can be read twice (stdin is spooled)."""
+    if input_arg != "-":
+        yield Source(path=input_arg, name=input_arg)
+        return
+    spooled = spool_stdin(sys.stdin.buffer)
+    try:
+        yield Source(path=str(spooled), name="<stdin>")
+    finally:
+        spooled.unlink(missing_ok=True)
+
+
+def run_job(
+    input_arg: str, settings: Settings, *, redactor: Redactor, json_lines: bool
+) -> int:
+    """Run the job on *input_arg* with *settings*; return the exit code."""
+    with open_source(input_arg) as source:
+        report = validate(source.path, settings, name=source.name)
+        log.debug("input ok: %d rows", report.rows)
+        if settings.simulate and not settings.deployment:
+            settings = with_overrides(settings, deployment=SIMULATED_DEPLOYMENT)
+        output = Path(settings.output) if settings.output else default_output(input_arg)
+        if settings.dry_run:
+            return _dry_run(source, settings, output)
+        check_ready_to_send(settings)
+        _check_spend_cap(settings)
+        if settings.fresh:
+            for backup in backup_existing(output):
+                log.info("kept the earlier results as %s", backup)
+        return _send(source, settings, output, redactor, json_lines)
+
+
+def _counter_for(settings: Settings) -> TokenCounter | None:
+    needed = settings.dry_run or settings.tpm or settings.max_cost
+    return TokenCounter(settings.model or settings.deployment) if needed else None
+
+
+def _check_spend_cap(settings: Settings) -> None:
+    if settings.max_cost is not None and settings.price_for(None) is None:
+        model = settings.model or settings.deployment
+        msg = (
+            f"--max-cost needs a price for the model {model!r}:"
+            " set 'model:' to a known model or add it under 'prices:' in the settings"
+        )
+        raise ConfigError(msg)
+
+
+def _planned_requests(
+    source: Source, settings: Settings, done: AbstractSet[str]
+) -> Iterator[Request]:
+    builder = RequestBuilder(settings, path=source.name, counter=_counter_for(settings))
+    rows = open_rows(source.path, settings.input, name=source.name)
+    for row in select(rows, shard=settings.shard, limit=settings.limit, done=done):
+        yield builder.build(row)
+
+
+def _count_plan(
+    source: Source, settings: Settings, done: AbstractSet[str]
+) -> tuple[int, int]:
+    """(rows to send, rows skipped as already done) under the shard and limit."""
+    rows = open_rows(source.path, settings.input, name=source.name)
+    planned = skipped = 0
+    for row in select(rows, shard=settings.shard, limit=settings.limit):
+        if row.id in done:
+            skipped += 1
+        else:
+            planned += 1
+    return planned, skipped
+
+
+# --- --dry-run ------------------------------------------------------------------
+
+
+def _dry_run(source: Source, settings: Settings, output: Path) -> int:
+    done = read_state(output).done_ids if not settings.fresh else set()
+    price = settings.price_for(None)
+    counter = _counter_for(settings)
+    requests = prompt = charged = 0
+    completion_bound = 0
+    cost = 0.0
+    for request in _planned_requests(source, settings, done):
+        requests += 1
+        prompt += request.prompt_tokens
+        charged += request.charged_tokens
+        completion_bound += request.charged_tokens - request.prompt_tokens
+        cost += row_cost(request, price, settings)
+    duration = expected_duration(charged, requests, settings)
+    lines = [
+        f"input            {source.name}: valid",
+        f"rows to send     {requests:,} ({len(done):,} already done in {output})",
+        f"prompt tokens    {prompt:,}"
+        + ("" if counter is None or counter.exact else " (estimated: 4 chars a token)"),
+        f"completion bound {completion_bound:,} (max_tokens × n)",
+        f"quota charge     {charged:,} tokens",
+        "expected cost    "
+        + (f"≤ ${cost:,.4f}" if price else "unknown: no price for this model"),
+        "expected time    "
+        + (f"≥ {duration:,.0f} s under the given --tpm/--rpm" if duration else
+           "no --tpm/--rpm given"),
+    ]  # fmt: skip
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+# --- sending ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _endpoint(settings: Settings) -> Iterator[Settings]:
+    """The settings to send with: the real endpoint, or a simulator's."""
+    if not settings.simulate:
+        yield settings
+        return
+    from batchrunner.simulator import SimConfig, SimulatorServer
+
+    assert settings.deployment
+    model = settings.model or "gpt-4o-mini-2024-07-18"
+    key = secrets.token_urlsafe(24)
+    config = SimConfig(
+        api_key=key, deployments={settings.deployment: model}, latency=0.05
+    )
+    with SimulatorServer(config) as server:
+        log.info(
+            "simulating Azure OpenAI at %s", server.url, extra={"event": "simulator"}
+        )
+        yield with_overrides(settings, endpoint=server.url, api_key=key)
+
+
+def _send(
+    source: Source,
+    settings: Settings,
+    output: Path,
+    redactor: Redactor,
+    json_lines: bool,
+) -> int:
+    state = read_state(output)
+    planned, skipped = _count_plan(source, settings, state.done_ids)
+    stats = RunStats(rows_planned=planned, rows_skipped=skipped)
+    log.info(
+        "%d rows to send, %d already done, results in %s", planned, skipped, output,
+        extra={"event": "start", "rows_planned": planned, "rows_skipped": skipped},
+    )  # fmt: skip
+    started = time.monotonic()
+    with _endpoint(settings) as live:
+        redactor.add(live.api_key)
+        requests = _planned_requests(source, live, state.done_ids)
+        control = anyio.run(
+            _run_pool, live, requests, output, stats, redactor, json_lines
+        )
+    summary = _finish(stats, control, time.monotonic() - started, output)
+    print_summary(summary, json_lines=json_lines)
+    if control.exit_code is not None:
+        return control.exit_code
+    return EXIT_ROWS_FAILED if stats.rows_failed else EXIT_OK
+
+
+async def _run_pool(
+    settings: Settings,
+    requests: Iterator[Request],
+    output: Path,
+    stats: RunStats,
+    redactor: Redactor,
+    json_lines: bool,
+) -> Control:
+    auth = await open_auth(settings)
+    for secret in auth.secrets:
+        redactor.add(secret)
+    assert settings.endpoint
+    completer = AzureCompleter(
+        settings,
+        endpoint=settings.endpoint,
+        api_key=auth.api_key,
+        token_provider=auth.token_provider,
+    )
+    sink = open_sink(output)
+    bar = not json_lines and settings.verbosity >= 0 and sys.stderr.isatty()
+    progress = ProgressDisplay(stats.rows_planned, bar=bar)
+    pool = Pool(
+        completer,
+        settings,
+        write=_writer_for(sink),
+        stats=stats,
+        on_progress=progress.update,
+    )
+    try:
+        return await pool.run(requests)
+    finally:
+        progress.close()
+        sink.close()
+        await completer.aclose()
+        await auth.close()
+
+
+def _writer_for(sink: ResultSink) -> Any:
+    def write(results: list[RowResult]) -> None:
+        sink.write([to_record(result) for result in results])
+
+    return write
+
+
+def _finish(
+    stats: RunStats, control: Control, elapsed: float, output: Path
+) -> dict[str, Any]:
+    summary = stats.as_dict(elapsed)
+    summary["results"] = str(output)
+    summary["stopped"] = control.reason
+    write_summary(summary_path(output), summary)
+    return summary

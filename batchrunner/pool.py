@@ -1,0 +1,394 @@
+"""
+The pool: a feeder, N workers and one writer, joined by bounded streams.
+
+    requests ─▶ feeder ─[rendezvous]─▶ N × worker ─[bounded]─▶ writer ─▶ sink
+
+A worker checks whether a row may start (stop requested, deadline, spend cap)
+as it takes it, and the writer is the only task that touches the output.
+Rows a stop leaves unsent or abandons get no record, so a re-run sends them.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import anyio
+from anyio.streams.memory import (
+    MemoryObjectReceiveStream,
+    MemoryObjectSendStream,
+)
+from tenacity import RetryCallState
+
+from batchrunner.client import Completer
+from batchrunner.errors import (
+    EXIT_AUTH,
+    EXIT_ROWS_FAILED,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_TEMPFAIL,
+    ApiFailure,
+)
+from batchrunner.ratelimit import Pacer
+from batchrunner.records import ErrorInfo, Reply, Request, RowResult
+from batchrunner.retry import RetryPolicy, retrying
+from batchrunner.settings import Settings
+from batchrunner.summary import RunStats, error_kind
+
+log = logging.getLogger("batchrunner")
+
+#: Consecutive rows failing the same way before the run gives up on the file.
+FAILURE_STREAK_LIMIT = 10
+#: Most results the writer takes in one write (and one flush).
+WRITE_BATCH = 512
+
+
+@dataclass
+class Control:
+    """Whether the run is stopping, why, and with which exit code."""
+
+    reason: str | None = None
+    exit_code: int | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """True once anything asked the run to stop taking rows."""
+        return self.reason is not None
+
+    def stop(self, reason: str, exit_code: int) -> None:
+        """Ask the run to stop; the first reason given is kept."""
+        if self.reason is None:
+            self.reason = reason
+            self.exit_code = exit_code
+            log.warning("stopping: %s", reason, extra={"event": "stopping"})
+
+
+class _Abandoned(Exception):
+    """A row left unsent because the run is stopping (it gets no record)."""
+
+
+def row_cost(
+    request: Request, price: tuple[float, float] | None, settings: Settings
+) -> float:
+    """The most *request* can cost: its prompt plus its completion bound."""
+    if price is None:
+        return 0.0
+    body = request.body
+    bound = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    completion = int(bound) * int(body.get("n") or 1)
+    return (request.prompt_tokens * price[0] + completion * price[1]) / 1e6
+
+
+class Pool:
+    """Runs requests through a *completer* and hands results to *write*."""
+
+    def __init__(
+        self,
+        completer: Completer,
+        settings: Settings,
+        *,
+        write: Callable[[Sequence[RowResult]], None],
+        stats: RunStats,
+        pacer: Pacer | None = None,
+        on_progress: Callable[[RunStats], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.completer = completer
+        self.settings = settings
+        self.write = write
+        self.stats = stats
+        self.pacer = pacer or Pacer(
+            settings.rpm, settings.tpm, sleep=sleep, clock=clock
+        )
+        self.policy = RetryPolicy(
+            max_attempts=settings.max_attempts, max_backoff=settings.max_backoff
+        )
+        self.on_progress = on_progress
+        self.control = Control()
+        self._sleep = sleep
+        self._clock = clock
+        self._price = settings.price_for(None)
+        self._reserved_cost = 0.0
+        self._streak: tuple[tuple[int | None, str | None], int] = ((None, None), 0)
+        self._work_scope = anyio.CancelScope()
+        self._started = clock()
+
+    # --- orchestration --------------------------------------------------------
+
+    async def run(self, requests: Iterable[Request]) -> Control:
+        """Send every request (until told to stop); return how the run ended."""
+        self._started = self._clock()
+        results_tx, results_rx = anyio.create_memory_object_stream[RowResult](
+            self.settings.concurrency
+        )
+        async with anyio.create_task_group() as watchers:
+            watchers.start_soon(self._watch_signals)
+            if self.settings.deadline is not None:
+                watchers.start_soon(self._watch_deadline, self.settings.deadline)
+            async with anyio.create_task_group() as io:
+                io.start_soon(self._write_results, results_rx)
+                io.start_soon(self._work, requests, results_tx)
+            watchers.cancel_scope.cancel()
+        return self.control
+
+    async def _work(
+        self, requests: Iterable[Request], results: MemoryObjectSendStream[RowResult]
+    ) -> None:
+        # A zero buffer keeps rows in the input until a worker is free, so a stop
+        # leaves them to the next run instead of a queue.
+        requests_tx, requests_rx = anyio.create_memory_object_stream[Request](0)
+        async with results:
+            with self._work_scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._feed, requests, requests_tx)
+                    async with requests_rx:
+                        for _ in range(self.settings.concurrency):
+                            tg.start_soon(
+                                self._worker, requests_rx.clone(), results.clone()
+                            )
+
+    async def _feed(
+        self, requests: Iterable[Request], out: MemoryObjectSendStream[Request]
+    ) -> None:
+        async with out:
+            for request in requests:
+                if self.control.stopping:
+                    break
+                await out.send(request)
+
+    def _within_budget(self, request: Request) -> bool:
+        cap = self.settings.max_cost
+        if cap is None:
+            return True
+        cost = row_cost(request, self._price, self.settings)
+        if self.stats.cost + self._reserved_cost + cost > cap:
+            self.control.stop(
+                f"the spend cap of {cap} would be passed (spent about"
+                f" {self.stats.cost:.4f}); raise --max-cost or re-run later to go on",
+                EXIT_TEMPFAIL,
+            )
+            return False
+        return True
+
+    async def _worker(
+        self,
+        requests: MemoryObjectReceiveStream[Request],
+        results: MemoryObjectSendStream[RowResult],
+    ) -> None:
+        async with requests, results:
+            async for request in requests:
+                # Checked when a worker is free, so in-flight rows have settled.
+                if self.control.stopping or not self._within_budget(request):
+                    continue
+                cost = row_cost(request, self._price, self.settings)
+                self._reserved_cost += cost
+                try:
+                    result = await self._process(request)
+                finally:
+                    self._reserved_cost -= cost
+                if result is not None:
+                    # A paid-for answer must reach the writer even while stopping.
+                    with anyio.CancelScope(shield=True):
+                        await results.send(result)
+
+    async def _write_results(
+        self, results: MemoryObjectReceiveStream[RowResult]
+    ) -> None:
+        async with results:
+            async for first in results:
+                batch = [first]
+                while len(batch) < WRITE_BATCH:
+                    try:
+                        batch.append(results.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                self.write(batch)
+                for result in batch:
+                    self.stats.add(result, self.settings)
+                    self._watch_failures(result)
+                if self.on_progress is not None:
+                    self.on_progress(self.stats)
+
+    # --- one row ----------------------------------------------------------------
+
+    async def _process(self, request: Request) -> RowResult | None:
+        attempts = 0
+        retrier = retrying(
+            self.policy, before_sleep=self._before_sleep, sleep=self._sleep
+        )
+        try:
+            async for attempt in retrier:
+                with attempt:
+                    await self._wait_turn(request)
+                    attempts += 1
+                    reply = await self._send(request)
+        except _Abandoned:
+            return None
+        except ApiFailure as failure:
+            return _error_result(request, failure, attempts)
+        return RowResult(
+            id=request.row_id,
+            status="ok",
+            reply=reply,
+            error=None,
+            attempts=attempts,
+            latency_ms=reply.latency_ms,
+            request_id=reply.request_id,
+            passthrough=request.passthrough,
+        )
+
+    async def _wait_turn(self, request: Request) -> None:
+        if self.control.stopping:
+            raise _Abandoned
+        await self.pacer.acquire(request.charged_tokens)
+        if self.control.stopping:
+            raise _Abandoned
+
+    async def _send(self, request: Request) -> Reply:
+        try:
+            reply = await self.completer.complete(request)
+        except ApiFailure as failure:
+            self.stats.note_attempt(failure)
+            self._on_failure(request, failure)
+            raise
+        self.stats.note_attempt(None)
+        return reply
+
+    def _on_failure(self, request: Request, failure: ApiFailure) -> None:
+        if failure.status_code == 429:
+            wait = failure.retry_after or 1.0
+            if wait > self.settings.max_retry_wait:
+                hours = wait / 3600
+                self.control.stop(
+                    f"the service asked to wait {wait:.0f} s ({hours:.1f} h), longer"
+                    f" than max_retry_wait ({self.settings.max_retry_wait:.0f} s): its"
+                    " quota is exhausted; re-run after that time to go on",
+                    EXIT_TEMPFAIL,
+                )
+                raise _Abandoned from failure
+            # Everybody waits, so one throttled answer does not become a hundred.
+            self.pacer.pause(wait)
+        elif failure.status_code in (401, 403):
+            self.control.stop(
+                f"the service refused our credentials ({failure.status_code}:"
+                f" {failure.message}); check the key or the identity's role",
+                EXIT_AUTH,
+            )
+
+    async def _before_sleep(self, state: RetryCallState) -> None:
+        self.stats.note_retry()
+        outcome = state.outcome
+        failure = outcome.exception() if outcome is not None else None
+        if isinstance(failure, ApiFailure) and log.isEnabledFor(logging.INFO):
+            wait = state.upcoming_sleep
+            log.info(
+                "retrying in %.2fs after %s: %s",
+                wait,
+                error_kind(failure.status_code, failure.code, failure.kind),
+                failure.message,
+                extra={
+                    "event": "retry",
+                    "attempt": state.attempt_number,
+                    "wait_s": round(wait, 3),
+                    "status_code": failure.status_code,
+                },
+            )
+
+    # --- stopping ---------------------------------------------------------------
+
+    def _watch_failures(self, result: RowResult) -> None:
+        error = result.error
+        if result.status == "ok" or error is None:
+            self._streak = ((None, None), 0)
+            return
+        if error.status_code == 404:
+            self.control.stop(
+                f"the deployment {self.settings.deployment!r} was not found"
+                f" ({error.code}): check --deployment and the endpoint",
+                EXIT_ROWS_FAILED,
+            )
+            return
+        if error.code == "content_filter":
+            return  # a property of the row, not of the run
+        signature = (error.status_code, error.code)
+        count = self._streak[1] + 1 if self._streak[0] == signature else 1
+        self._streak = (signature, count)
+        if count >= FAILURE_STREAK_LIMIT:
+            kind = error_kind(error.status_code, error.code, error.type)
+            self.control.stop(
+                f"the last {count} rows all failed the same way ({kind}:"
+                f" {error.message}); stopping rather than burning through the"
+                " file. Fix the cause and re-run: finished rows are kept",
+                EXIT_ROWS_FAILED,
+            )
+
+    async def _watch_signals(self) -> None:
+        names = {
+            signal.SIGINT: ("SIGINT", EXIT_SIGINT),
+            signal.SIGTERM: ("SIGTERM", EXIT_SIGTERM),
+        }
+        with anyio.open_signal_receiver(*names) as signals:
+            async for signum in signals:
+                name, code = names[signal.Signals(signum)]
+                if self.control.stopping and self.control.exit_code in (
+                    EXIT_SIGINT,
+                    EXIT_SIGTERM,
+                ):
+                    log.warning("second %s: abandoning in-flight rows", name)
+                    self._work_scope.cancel()
+                    continue
+                self.control.stop(
+                    f"{name} received; finishing in-flight rows (up to"
+                    f" {self.settings.grace_seconds:.0f} s)",
+                    code,
+                )
+                # A signal outranks an earlier stop reason for the exit code.
+                self.control.exit_code = code
+                self._cancel_work_after(self.settings.grace_seconds)
+
+    def _cancel_work_after(self, seconds: float) -> None:
+        self._work_scope.deadline = min(
+            self._work_scope.deadline, anyio.current_time() + seconds
+        )
+
+    async def _watch_deadline(self, deadline: float) -> None:
+        # Stop intake early enough for in-flight rows to finish in time.
+        margin = min(self.settings.timeout, deadline / 10)
+        left = deadline - (self._clock() - self._started)
+        await self._sleep(max(0.0, left - margin))
+        self.control.stop(
+            f"the deadline of {deadline:.0f} s is near; re-run to go on", EXIT_TEMPFAIL
+        )
+        self._cancel_work_after(max(0.0, margin))
+
+
+def _error_result(request: Request, failure: ApiFailure, attempts: int) -> RowResult:
+    return RowResult(
+        id=request.row_id,
+        status="error",
+        reply=None,
+        error=ErrorInfo(
+            type=failure.kind,
+            status_code=failure.status_code,
+            code=failure.code,
+            message=failure.message,
+        ),
+        attempts=max(attempts, 1),
+        latency_ms=failure.latency_ms,
+        request_id=failure.request_id,
+        passthrough=request.passthrough,
+    )
+
+
+def expected_duration(tokens: int, requests: int, settings: Settings) -> float | None:
+    """Seconds the quota allows for *tokens* in *requests*, or None when unlimited."""
+    bounds = []
+    if settings.tpm:
+        bounds.append(tokens / settings.tpm * 60)
+    if settings.rpm:
+        bounds.append(requests / settings.rpm * 60)
+    return max(bounds) if bounds else None

@@ -1,0 +1,1 @@
+"""On-demand measurements of batchrunner against the simulator (not tests)."""

@@ -1,0 +1,73 @@
+"""Shared fixtures: a clean environment and the simulator on loopback."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batchrunner.simulator import SimConfig, SimulatorServer
+
+SECRET_KEY = "sk-test-0123456789abcdef-SECRET"
+DEPLOYMENT = "gpt-4o-mini"
+
+#: Variables that would point a test at a real Azure resource or change defaults.
+_OUR_PREFIXES = ("AZURE_", "OPENAI_", "BATCHRUNNER_", "IDENTITY_", "MSI_")
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keeps every test away from real credentials and the repo's config.yaml."""
+    for name in list(os.environ):
+        if name.startswith(_OUR_PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def simulator() -> Iterator[SimulatorServer]:
+    """The Azure OpenAI simulator on 127.0.0.1, with a secret-looking key."""
+    config = SimConfig(
+        api_key=SECRET_KEY,
+        deployments={
+            DEPLOYMENT: "gpt-4o-mini-2024-07-18",
+            "gpt-35-turbo-instruct": "gpt-35-turbo-instruct-0914",
+            "text-embedding-3-small": "text-embedding-3-small",
+        },
+        retry_after_ms=50,
+        slow_seconds=5.0,
+    )
+    with SimulatorServer(config) as server:
+        yield server
+
+
+@pytest.fixture
+def azure_env(
+    monkeypatch: pytest.MonkeyPatch, simulator: SimulatorServer
+) -> SimulatorServer:
+    """The environment a user sets for Azure, pointed at the simulator."""
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", simulator.url)
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("OPENAI_API_VERSION", "2024-10-21")
+    monkeypatch.setenv("AZURE_OPENAI_DEPLOYMENT", DEPLOYMENT)
+    return simulator
+
+
+def child_env(simulator: SimulatorServer, **extra: str) -> dict[str, str]:
+    """The environment for a batchrunner subprocess pointed at *simulator*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_OUR_PREFIXES)}
+    env.update(
+        AZURE_OPENAI_ENDPOINT=simulator.url,
+        AZURE_OPENAI_API_KEY=SECRET_KEY,
+        OPENAI_API_VERSION="2024-10-21",
+        AZURE_OPENAI_DEPLOYMENT=DEPLOYMENT,
+        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+        **extra,
+    )
+    return env
+
+
+PYTHON = sys.executable

@@ -1,0 +1,96 @@
+"""Settings: precedence, parsing, sources and secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchrunner.errors import ConfigError
+from batchrunner.records import Api
+from batchrunner.settings import (
+    build_settings,
+    parse_duration,
+    parse_shard,
+)
+
+
+def test_command_line_beats_environment_beats_file(tmp_path: Path) -> None:
+    """Each layer overrides the one below it, and the source is remembered."""
+    config = tmp_path / "config.yaml"
+    config.write_text("concurrency: 4\ntimeout: 5\nmax_attempts: 2\n")
+    settings = build_settings(
+        {"concurrency": 32},
+        {"BATCHRUNNER_TIMEOUT": "7", "AZURE_OPENAI_DEPLOYMENT": "dep"},
+        config,
+    )
+    assert settings.concurrency == 32
+    assert settings.timeout == 7.0
+    assert settings.max_attempts == 2
+    assert settings.deployment == "dep"
+    assert settings.sources["concurrency"] == "flag"
+    assert settings.sources["timeout"] == "env BATCHRUNNER_TIMEOUT"
+    assert settings.sources["max_attempts"] == f"file {config}"
+    assert settings.sources["rpm"] == "default"
+
+
+def test_sections_are_read(tmp_path: Path) -> None:
+    """input, request and prices sections land in the settings."""
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "api: embeddings\ninput:\n  prompt_column: text\n  template: 'Say {x}'\n"
+        "request:\n  temperature: 0.2\nprices:\n  my-model: {input: 1, output: 2}\n"
+    )
+    settings = build_settings({}, {}, config)
+    assert settings.api is Api.EMBEDDINGS
+    assert settings.input.prompt_column == "text"
+    assert settings.input.template == "Say {x}"
+    assert settings.request == {"temperature": 0.2}
+    assert settings.price_for("my-model-2024") == (1.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("concurency: 4\n", "did you mean 'concurrency'"),
+        ("concurrency: 0\n", "concurrency"),
+        ("deadline: soon\n", "not a duration"),
+        ("shard: 4/4\n", "out of range"),
+        ("input:\n  prompt_colum: x\n", "did you mean 'input.prompt_column'"),
+        ("concurrency: [1\n", "not valid YAML"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path: Path, text: str, problem: str) -> None:
+    """A wrong setting is a ConfigError that names the file and the key."""
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=problem) as info:
+        build_settings({}, {}, config)
+    assert str(config) in str(info.value)
+
+
+def test_api_key_is_never_shown() -> None:
+    """repr and redacted() hide the key."""
+    settings = build_settings({}, {"AZURE_OPENAI_API_KEY": "sekrit-key-123"}, None)
+    assert settings.api_key == "sekrit-key-123"
+    assert "sekrit" not in repr(settings)
+    assert settings.redacted()["api_key"] == "***"
+    assert settings.sources["api_key"] == "env AZURE_OPENAI_API_KEY"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90.0), ("90s", 90.0), ("55m", 3300.0), ("1h30m", 5400.0), ("2.5h", 9000.0)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    """Durations read as people write them."""
+    assert parse_duration(text) == seconds
+
+
+def test_shards() -> None:
+    """I/N parses, and out-of-range shards are refused."""
+    assert parse_shard("1/4") == (1, 4)
+    with pytest.raises(ValueError, match="out of range"):
+        parse_shard("4/4")
+    with pytest.raises(ValueError, match="I/N"):
+        parse_shard("a/b")
