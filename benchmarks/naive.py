@@ -35,7 +35,7 @@ async def main(source: str, target: str, concurrency: int) -> None:
                 return {
                     "id": row["id"],
                     "output": text,
-                    "usage": answer.usage.model_dump(),
+                    "usage": answer.usage and answer.usage.model_dump(),
                 }
             except Exception as exc:
                 return {"id": row["id"], "error": str(exc)}
