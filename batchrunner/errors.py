@@ -14,6 +14,11 @@ Only ``cli.py`` turns these into messages and exit codes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from batchrunner.records import RateLimits
+
 EXIT_OK = 0
 EXIT_ROWS_FAILED = 1
 EXIT_USAGE = 2
@@ -86,6 +91,7 @@ class ApiFailure(BatchrunnerError):
         retry_after: float | None = None,
         request_id: str | None = None,
         latency_ms: int | None = None,
+        limits: RateLimits | None = None,
     ) -> None:
         self.kind = kind
         self.message = message
@@ -95,6 +101,7 @@ class ApiFailure(BatchrunnerError):
         self.retry_after = retry_after
         self.request_id = request_id
         self.latency_ms = latency_ms
+        self.limits = limits
         super().__init__(message)
 
     def __repr__(self) -> str:

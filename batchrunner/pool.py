@@ -253,25 +253,29 @@ class Pool:
             reply = await self.completer.complete(request)
         except ApiFailure as failure:
             self.stats.note_attempt(failure)
+            self.pacer.observe(failure.limits)
             self._on_failure(request, failure)
             raise
         self.stats.note_attempt(None)
+        self.pacer.observe(reply.limits)
         return reply
 
     def _on_failure(self, request: Request, failure: ApiFailure) -> None:
         if failure.status_code == 429:
             wait = failure.retry_after or 1.0
             if wait > self.settings.max_retry_wait:
-                hours = wait / 3600
+                when = time.strftime(
+                    "%Y-%m-%d %H:%M UTC", time.gmtime(time.time() + wait)
+                )
                 self.control.stop(
-                    f"the service asked to wait {wait:.0f} s ({hours:.1f} h), longer"
-                    f" than max_retry_wait ({self.settings.max_retry_wait:.0f} s): its"
-                    " quota is exhausted; re-run after that time to go on",
+                    f"the service asked to wait {wait:,.0f} s, longer than"
+                    f" max_retry_wait ({self.settings.max_retry_wait:.0f} s): the"
+                    f" deployment's quota is exhausted. Re-run after {when} to go on",
                     EXIT_TEMPFAIL,
                 )
                 raise _Abandoned from failure
             # Everybody waits, so one throttled answer does not become a hundred.
-            self.pacer.pause(wait)
+            self.pacer.throttled(wait)
         elif failure.status_code in (401, 403):
             self.control.stop(
                 f"the service refused our credentials ({failure.status_code}:"

@@ -6,25 +6,98 @@ bucket would allow still get 429s. The pacer spaces requests evenly instead, wit
 the generic cell rate algorithm (GCRA): each request moves a "theoretical arrival
 time" forward by its cost divided by the rate, and may go once the clock reaches
 it. A 429 pauses everybody, so one throttled answer does not become a hundred.
+
+With no budget given the pacer learns one. Azure reports the deployment's limits
+on every answer (``x-ratelimit-limit-tokens`` per minute, ``-requests`` per 10 s),
+so the first answer tells the budget outright: until it arrives only one request
+is out. Where the headers are missing, 429s drive an AIMD rate: cut to 70% of
+what was being sent, then grow back linearly (see benchmarks/quota.py for why).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 
+from batchrunner.records import RateLimits
+
 #: Pace a little under the budget: the service's window and ours never line up
-#: exactly, and a 429 costs far more than 2% of throughput.
-HEADROOM = 0.98
+#: exactly, and a 429 costs far more than 3% of throughput.
+HEADROOM = 0.97
+#: Multiplicative decrease on a 429, and the seconds to grow back to the old rate.
+DECREASE = 0.7
+RECOVERY_SECONDS = 20.0
+#: How far back the sending rate is measured when a 429 asks us to slow down.
+MEASURE_SECONDS = 10.0
+
+
+def _int(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits | None:
+    """The ``x-ratelimit-*`` headers of an answer, or None when there are none."""
+    limits = RateLimits(
+        limit_requests=_int(headers.get("x-ratelimit-limit-requests")),
+        remaining_requests=_int(headers.get("x-ratelimit-remaining-requests")),
+        limit_tokens=_int(headers.get("x-ratelimit-limit-tokens")),
+        remaining_tokens=_int(headers.get("x-ratelimit-remaining-tokens")),
+    )
+    return None if limits == RateLimits() else limits
+
+
+class _Rate:
+    """One GCRA budget (requests or tokens per second) that AIMD can move."""
+
+    def __init__(self, per_second: float | None) -> None:
+        self.ceiling = per_second  # the budget; None while unknown
+        self.current = per_second
+        self.next_free = 0.0
+        self._growth = 0.0  # per second, after a decrease
+
+    def set_ceiling(self, per_second: float) -> None:
+        if self.ceiling != per_second:
+            self.ceiling = per_second
+            self.current = (
+                per_second if self.current is None else min(self.current, per_second)
+            )
+
+    def decrease(self, measured: float) -> None:
+        candidates = [x for x in (self.current, measured) if x]
+        if not candidates:
+            return
+        base = min(candidates)
+        self.current = max(base * DECREASE, 1e-3)
+        # Back to the old rate in RECOVERY_SECONDS, then on probing upward
+        # until the next 429 (or the known ceiling).
+        self._growth = (base - self.current) / RECOVERY_SECONDS
+
+    def grow(self, seconds: float) -> None:
+        if self.current is None or not self._growth:
+            return
+        self.current += self._growth * seconds
+        if self.ceiling is not None and self.current >= self.ceiling:
+            self.current, self._growth = self.ceiling, 0.0
+
+    def book(self, start: float, cost: float) -> None:
+        if self.current:
+            self.next_free = start + cost / self.current
 
 
 class Pacer:
     """
     Spaces requests to stay within *rpm* requests and *tpm* tokens per minute.
 
-    Either budget may be None (unlimited). *clock* and *sleep* are injectable.
+    Budgets left as None are learned from the service (``adaptive``). *clock*
+    and *sleep* are injectable.
     """
 
     def __init__(
@@ -32,41 +105,99 @@ class Pacer:
         rpm: int | None = None,
         tpm: int | None = None,
         *,
+        adaptive: bool = True,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
-        self._request_interval = 60.0 / (rpm * HEADROOM) if rpm else 0.0
-        self._token_interval = 60.0 / (tpm * HEADROOM) if tpm else 0.0
+        self._requests = _Rate(rpm * HEADROOM / 60 if rpm else None)
+        self._tokens = _Rate(tpm * HEADROOM / 60 if tpm else None)
+        self._given = (rpm is not None, tpm is not None)
+        self.adaptive = adaptive and not (rpm and tpm)
         self._clock = clock
         self._sleep = sleep
-        self._next_request = 0.0
-        self._next_token = 0.0
         self._paused_until = 0.0
+        self._last = clock()
+        self._sent: deque[tuple[float, int]] = deque()
+        self._probe_out = False
+        self._learned = anyio.Event() if self.adaptive else None
+        self._calm_from = 0.0  # no second decrease for 429s of the same burst
 
     @property
     def limited(self) -> bool:
-        """Whether any budget is set."""
-        return bool(self._request_interval or self._token_interval)
+        """Whether any budget is known."""
+        return bool(self._requests.current or self._tokens.current)
+
+    @property
+    def budgets(self) -> tuple[float | None, float | None]:
+        """The (requests, tokens) per minute being paced to now."""
+        requests, tokens = self._requests.current, self._tokens.current
+        return (
+            None if requests is None else requests * 60,
+            None if tokens is None else tokens * 60,
+        )
 
     def reserve(self, tokens: int) -> float:
         """Book a request of *tokens*; return how long to wait before sending it."""
         now = self._clock()
-        start = max(now, self._next_request, self._next_token, self._paused_until)
-        if self._request_interval:
-            self._next_request = start + self._request_interval
-        if self._token_interval:
-            self._next_token = start + max(tokens, 1) * self._token_interval
+        for rate in (self._requests, self._tokens):
+            rate.grow(now - self._last)
+        self._last = now
+        start = max(
+            now, self._requests.next_free, self._tokens.next_free, self._paused_until
+        )
+        self._requests.book(start, 1)
+        self._tokens.book(start, max(tokens, 1))
+        if self.adaptive:
+            self._sent.append((start, tokens))
         return start - now
 
     def pause(self, seconds: float) -> None:
         """Hold every new request for *seconds* (the service asked us to wait)."""
         self._paused_until = max(self._paused_until, self._clock() + seconds)
 
+    def observe(self, limits: RateLimits | None) -> None:
+        """Learn the budget from an answer's rate-limit headers (any answer)."""
+        if self.adaptive and limits is not None:
+            if limits.limit_tokens and not self._given[1]:
+                self._tokens.set_ceiling(limits.limit_tokens * HEADROOM / 60)
+            if limits.rpm and not self._given[0]:
+                self._requests.set_ceiling(limits.rpm * HEADROOM / 60)
+        if self._learned is not None:
+            self._learned.set()
+
+    def throttled(self, seconds: float) -> None:
+        """A 429: pause everybody, and send slower from now on (AIMD)."""
+        self.pause(seconds)
+        now = self._clock()
+        if not self.adaptive or now < self._calm_from:
+            return
+        # Answers to requests sent before this decrease are still on their way;
+        # their 429s are the same congestion, not a new one.
+        self._calm_from = now + max(seconds, 1.0) + 1.0
+        while self._sent and self._sent[0][0] < now - MEASURE_SECONDS:
+            self._sent.popleft()
+        span = max(now - self._sent[0][0], 1.0) if self._sent else 1.0
+        if not self._given[0]:
+            self._requests.decrease(len(self._sent) / span)
+        if not self._given[1]:
+            self._tokens.decrease(sum(t for _, t in self._sent) / span)
+
     async def acquire(self, tokens: int) -> None:
         """Wait until a request of *tokens* may be sent."""
+        await self._probe()
         delay = self.reserve(tokens)
         if delay > 0:
             await self._sleep(delay)
         # A pause may have begun while we slept; honour it too.
         while (left := self._paused_until - self._clock()) > 0:
             await self._sleep(left)
+
+    async def _probe(self) -> None:
+        # Until the first answer tells the limits, one request goes alone: a
+        # burst of N blind requests is how a run starts with N 429s.
+        if self._learned is None or self._learned.is_set():
+            return
+        if not self._probe_out:
+            self._probe_out = True
+            return
+        await self._learned.wait()

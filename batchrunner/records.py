@@ -72,6 +72,27 @@ class Usage:
         return usage
 
 
+#: Azure's ``x-ratelimit-limit-requests`` counts requests per 10-second window.
+REQUEST_WINDOW_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """The deployment's limits and what is left, as the service reported them."""
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+
+    @property
+    def rpm(self) -> int | None:
+        """The requests-per-minute quota these limits imply."""
+        if not self.limit_requests:
+            return None
+        return round(self.limit_requests * 60 / REQUEST_WINDOW_SECONDS)
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """One successful answer from the service."""
@@ -84,6 +105,8 @@ class Reply:
     model: str | None
     request_id: str | None
     latency_ms: int
+    #: The rate-limit headers of the answer, for the pacer.
+    limits: RateLimits | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,6 +92,8 @@ class SimConfig:
     #: When set, ``Authorization: Bearer <t>`` is accepted iff ``validator(t)``.
     bearer_validator: Callable[[str], bool] | None = None
     embedding_dimensions: int = 1536
+    #: Whether answers carry ``x-ratelimit-*`` headers (Azure's do; a proxy may not).
+    rate_headers: bool = True
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,18 @@ class Ledger:
         self.entries: list[LedgerEntry] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        #: Tokens charged to the rate limit by accepted requests.
+        self.charged_tokens = 0
+
+    def snapshot(self) -> Json:
+        """Counts a benchmark in another process can read over HTTP."""
+        with self._lock:
+            return {
+                "requests": self._counts.total(),
+                "statuses": {str(k): v for k, v in self._counts.items()},
+                "max_in_flight": self.max_in_flight,
+                "charged_tokens": self.charged_tokens,
+            }
 
     def count(self, status: int | str | None = None) -> int:
         """Requests received, or those answered with *status*."""
@@ -145,6 +159,7 @@ class Ledger:
             self.entries.clear()
             self._counts.clear()
             self._script_hits.clear()
+            self.charged_tokens = 0
             self.max_in_flight = self.in_flight
             hooks = list(self._reset_hooks)
         for hook in hooks:
@@ -164,6 +179,11 @@ class Ledger:
             self._counts[entry.status] += 1
             if self._keep:
                 self.entries.append(entry)
+
+    def add_charge(self, tokens: int) -> None:
+        """Count *tokens* charged by an accepted request."""
+        with self._lock:
+            self.charged_tokens += tokens
 
     def _next_hit(self, prompt: str) -> int:
         """1 for the first request with this prompt, 2 for the second …"""
@@ -432,7 +452,7 @@ class _Limiter:
     def headers(self, config: SimConfig) -> dict[str, str]:
         """The ``x-ratelimit-*`` headers of the limits that are set."""
         headers: dict[str, str] = {}
-        if config.rpm is None and config.tpm is None:
+        if (config.rpm is None and config.tpm is None) or not config.rate_headers:
             return headers
         with self._lock:
             self._evict(time.monotonic(), config.window)
@@ -775,6 +795,7 @@ def _infer(state: _State, call: _Call, model: str) -> _Answer:
         kind, wait = refusal
         wait_ms = max(1, math.ceil(wait * 1000))
         return _too_many(call.operation, call.api_version, kind, wait_ms)
+    state.ledger.add_charge(plan.charge)
     if config.block_word and config.block_word in call.prompt:
         return _json_answer(400, _BLOCKED)
     redact = bool(config.redact_word) and config.redact_word in call.prompt
@@ -888,8 +909,18 @@ def create_app(config: SimConfig, ledger: Ledger) -> web.Application:
     app.router.add_post(prefix + "chat/completions", _handler("chat"))
     app.router.add_post(prefix + "completions", _handler("completions"))
     app.router.add_post(prefix + "embeddings", _handler("embeddings"))
+    app.router.add_get(STATS_PATH, _stats)
     app.router.add_route("*", "/{tail:.*}", _handler("other"))
     return app
+
+
+#: Where a simulator in another process tells what it received (not Azure's API).
+STATS_PATH = "/_simulator/stats"
+
+
+async def _stats(request: web.Request) -> web.Response:
+    ledger = request.app[_STATE].ledger
+    return web.json_response(ledger.snapshot())
 
 
 # --- running it --------------------------------------------------------------------
@@ -1022,6 +1053,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--slow-seconds", type=float, default=defaults.slow_seconds)
     add("--retry-after-ms", type=int, default=defaults.retry_after_ms)
     add("--embedding-dimensions", type=int, default=defaults.embedding_dimensions)
+    add(
+        "--no-rate-headers",
+        dest="rate_headers",
+        action="store_false",
+        help="answer without x-ratelimit-* headers",
+    )
     add("--fault", action="append", default=[], type=_pair, metavar="KIND=RATE")
     add(
         "--deployment",
@@ -1069,6 +1106,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         fault_rates=args.fault,
         slow_seconds=args.slow_seconds,
+        rate_headers=args.rate_headers,
         retry_after_ms=args.retry_after_ms,
         embedding_dimensions=args.embedding_dimensions,
     )

@@ -8,10 +8,12 @@ import resource
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key"
@@ -35,13 +37,23 @@ def simulator(*args: str) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-def write_input(path: Path, rows: int) -> Path:
-    """A JSONL job of *rows* distinct short prompts."""
+def write_input(path: Path, rows: int, words: int = 0) -> Path:
+    """A JSONL job of *rows* distinct short prompts (plus *words* of filler)."""
+    filler = " ".join(["the service was fine and the food arrived warm"] * (words // 9))
     with path.open("w", encoding="utf-8") as f:
         for i in range(rows):
-            prompt = f"Classify the sentiment of review number {i}: it was fine."
+            prompt = (
+                f"Classify the sentiment of review number {i}: {filler} it was fine."
+            )
             f.write(json.dumps({"id": f"r{i}", "prompt": prompt}) + "\n")
     return path
+
+
+def simulator_stats(url: str) -> dict[str, Any]:
+    """What the simulator at *url* has received so far."""
+    with urllib.request.urlopen(url + "/_simulator/stats") as answer:
+        stats: dict[str, Any] = json.load(answer)
+    return stats
 
 
 @dataclass
@@ -54,7 +66,7 @@ class ChildRun:
     stdout: str
 
 
-def run_child(args: list[str], url: str) -> ChildRun:
+def run_child(args: list[str], url: str, *, check: bool = True) -> ChildRun:
     """Run *args* as a child against the simulator at *url*; time it."""
     env = dict(os.environ)
     env.update(
@@ -68,7 +80,7 @@ def run_child(args: list[str], url: str) -> ChildRun:
     done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
+    if check and done.returncode != 0:
         raise SystemExit(
             f"{args[:3]} failed ({done.returncode}):\n{done.stderr[-2000:]}"
         )

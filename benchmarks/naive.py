@@ -2,7 +2,7 @@
 The baseline: what a data team writes first. asyncio.gather + a Semaphore over
 the official SDK, results written at the end. Prints its own send-phase figures.
 
-    python benchmarks/naive.py INPUT.jsonl OUTPUT.jsonl CONCURRENCY
+    python benchmarks/naive.py INPUT.jsonl OUTPUT.jsonl CONCURRENCY [MAX_TOKENS]
 """
 
 import asyncio
@@ -15,7 +15,7 @@ from typing import Any
 from openai import AsyncAzureOpenAI
 
 
-async def main(source: str, target: str, concurrency: int) -> None:
+async def main(source: str, target: str, concurrency: int, max_tokens: int) -> None:
     rows = [json.loads(line) for line in open(source, encoding="utf-8")]
     client = AsyncAzureOpenAI(
         azure_endpoint=os.environ["AZURE_OPENAI_ENDPOINT"],
@@ -30,6 +30,7 @@ async def main(source: str, target: str, concurrency: int) -> None:
                 answer = await client.chat.completions.create(
                     model=os.environ["AZURE_OPENAI_DEPLOYMENT"],
                     messages=[{"role": "user", "content": row["prompt"]}],
+                    max_tokens=max_tokens or None,
                 )
                 text = answer.choices[0].message.content
                 return {
@@ -51,4 +52,5 @@ async def main(source: str, target: str, concurrency: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    max_tokens = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), max_tokens))

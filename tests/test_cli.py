@@ -436,3 +436,35 @@ def test_bad_command_line_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert info.value.code == 2
     assert run(["missing.csv", "--simulate"]) == 2
     assert run(["x.csv", "--shard", "5/2"]) == 2
+
+
+def test_exhausted_quota_stops_with_75_without_failing_rows(
+    azure_env: SimulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 429 asking for hours stops the run (75); the row is not burnt as failed."""
+    rows = [{"id": "daily", "prompt": "x [[sim:429long]]"}, *prompts(30)]
+    source = write_jsonl(tmp_path / "q.jsonl", rows)
+    assert run([str(source), "--concurrency", "1"]) == 75
+    _, err = capsys.readouterr()
+    assert "Re-run after" in err
+    records = read_jsonl(tmp_path / "q.results.jsonl")
+    assert all(r["status"] == "ok" for r in records)
+    assert "daily" not in {r["id"] for r in records}
+    assert azure_env.ledger.count(429) == 1
+    assert run([str(source)]) == 0
+    assert "daily" in {r["id"] for r in read_jsonl(tmp_path / "q.results.jsonl")}
+
+
+def test_changed_input_is_validated_again(
+    azure_env: SimulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A re-run trusts an unchanged input's validation, but not an edited one."""
+    source = write_jsonl(tmp_path / "v.jsonl", prompts(3))
+    assert run([str(source)]) == 0
+    assert (tmp_path / "v.results.jsonl.validated.json").exists()
+    with source.open("a") as f:
+        f.write('{"id": "r0", "prompt": "a duplicate"}\n')
+    assert run([str(source)]) == 2
+    _, err = capsys.readouterr()
+    assert "v.jsonl:4" in err
+    assert azure_env.ledger.count() == 3

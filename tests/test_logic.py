@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from batchrunner.errors import ApiFailure
 from batchrunner.plan import select, shard_of
-from batchrunner.ratelimit import HEADROOM, Pacer
-from batchrunner.records import Reply, Row, RowResult, Usage
+from batchrunner.ratelimit import HEADROOM, Pacer, parse_rate_limits
+from batchrunner.records import RateLimits, Reply, Row, RowResult, Usage
 from batchrunner.retry import (
     RetryPolicy,
     backoff_seconds,
@@ -138,3 +139,65 @@ def test_summary_counts_tokens_cost_and_latency() -> None:
     assert summary["latency_ms"] == {"p50": 10, "p95": 20}
     assert summary["rows_per_second"] == 1.0
     assert percentile([], 0.5) is None
+
+
+async def test_adaptive_pacer_sends_one_probe_until_the_first_answer() -> None:
+    """With no budget, a second request waits for the first answer's headers."""
+    from anyio import wait_all_tasks_blocked
+    from anyio.lowlevel import checkpoint
+
+    pacer = Pacer()
+    await pacer.acquire(10)  # the probe goes at once
+    done: list[int] = []
+
+    async def second() -> None:
+        await pacer.acquire(10)
+        done.append(1)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(second)
+        await wait_all_tasks_blocked()
+        assert done == []
+        pacer.observe(RateLimits(limit_tokens=60_000, limit_requests=100))
+        await checkpoint()
+    assert done == [1]
+    requests, tokens = pacer.budgets
+    assert tokens == pytest.approx(60_000 * HEADROOM)
+    assert requests == pytest.approx(600 * HEADROOM)
+
+
+def test_given_budget_is_not_overridden_by_headers() -> None:
+    """--tpm stays what the user said, whatever the service reports."""
+    pacer = Pacer(tpm=1000)
+    pacer.observe(RateLimits(limit_tokens=50_000))
+    assert pacer.budgets[1] == pytest.approx(1000 * HEADROOM)
+
+
+def test_aimd_cuts_to_70_percent_then_grows_back() -> None:
+    """A 429 with no known budget cuts the rate to 70% of what was sent."""
+    clock = FakeClock()
+    pacer = Pacer(clock=clock)
+    pacer.observe(None)  # an answer without rate-limit headers
+    for second in range(10):
+        clock.now = float(second)
+        pacer.reserve(100)  # 100 tokens a second
+    clock.now = 10.0
+    pacer.throttled(1.0)
+    assert pacer.budgets[1] == pytest.approx(0.7 * 100 * 60, rel=0.02)
+    clock.now = 11.0
+    assert pacer.reserve(100) == pytest.approx(0.0)  # the pause is over
+    clock.now = 40.0
+    pacer.reserve(1)
+    # Growth is linear: back to 100 tokens/s after 20 s, on past it after that.
+    assert pacer.budgets[1] == pytest.approx(6000 * (0.7 + 0.3 * 30 / 20), rel=0.02)
+
+
+def test_rate_limit_headers_parse() -> None:
+    """x-ratelimit-* headers become RateLimits; rpm is 6 × the 10-second limit."""
+    limits = parse_rate_limits(
+        {"x-ratelimit-limit-requests": "50", "x-ratelimit-remaining-requests": "49",
+         "x-ratelimit-limit-tokens": "50000", "x-ratelimit-remaining-tokens": "49000"}
+    )  # fmt: skip
+    assert limits == RateLimits(50, 49, 50000, 49000)
+    assert limits.rpm == 300
+    assert parse_rate_limits({}) is None
