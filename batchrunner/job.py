@@ -230,6 +230,7 @@ def _send(
 ) -> int:
     state = read_state(output)
     planned, skipped = _count_plan(source, settings, state.done_ids, rows)
+    _counter_for(settings)  # load the tokenizer now, not on the first row's clock
     stats = RunStats(rows_planned=planned, rows_skipped=skipped)
     log.info(
         "%d rows to send, %d already done, results in %s", planned, skipped, output,

@@ -29,7 +29,14 @@ from batchrunner.records import RateLimits
 HEADROOM = 0.97
 #: Multiplicative decrease on a 429, and the seconds to grow back to the old rate.
 DECREASE = 0.7
-RECOVERY_SECONDS = 20.0
+RECOVERY_SECONDS = 60.0
+#: With neither a budget nor headers, start at this many requests a second and
+#: double every quarter second until the first 429 (TCP's slow start).
+SLOW_START_RATE = 4.0
+SLOW_START_DOUBLINGS_PER_SECOND = 4.0
+#: Slots are booked at most this far ahead, so that a rate that changes (a 429,
+#: a learned budget, slow start) applies to requests not yet sent.
+HORIZON_SECONDS = 1.0
 #: How far back the sending rate is measured when a 429 asks us to slow down.
 MEASURE_SECONDS = 10.0
 
@@ -62,6 +69,7 @@ class _Rate:
         self.current = per_second
         self.next_free = 0.0
         self._growth = 0.0  # per second, after a decrease
+        self._doubling = False  # slow start, until the first decrease
 
     def set_ceiling(self, per_second: float) -> None:
         if self.ceiling != per_second:
@@ -75,13 +83,22 @@ class _Rate:
         if not candidates:
             return
         base = min(candidates)
+        self._doubling = False
         self.current = max(base * DECREASE, 1e-3)
         # Back to the old rate in RECOVERY_SECONDS, then on probing upward
         # until the next 429 (or the known ceiling).
         self._growth = (base - self.current) / RECOVERY_SECONDS
 
+    def slow_start(self, per_second: float) -> None:
+        self.current, self._doubling = per_second, True
+
     def grow(self, seconds: float) -> None:
-        if self.current is None or not self._growth:
+        if self.current is None:
+            return
+        if self._doubling:
+            self.current *= 2.0 ** min(seconds * SLOW_START_DOUBLINGS_PER_SECOND, 30)
+            return
+        if not self._growth:
             return
         self.current += self._growth * seconds
         if self.ceiling is not None and self.current >= self.ceiling:
@@ -136,8 +153,8 @@ class Pacer:
             None if tokens is None else tokens * 60,
         )
 
-    def reserve(self, tokens: int) -> float:
-        """Book a request of *tokens*; return how long to wait before sending it."""
+    def _next_start(self) -> tuple[float, float]:
+        """(now, the earliest time the next request may go), rates brought up to now."""
         now = self._clock()
         for rate in (self._requests, self._tokens):
             rate.grow(now - self._last)
@@ -145,6 +162,11 @@ class Pacer:
         start = max(
             now, self._requests.next_free, self._tokens.next_free, self._paused_until
         )
+        return now, start
+
+    def reserve(self, tokens: int) -> float:
+        """Book a request of *tokens*; return how long to wait before sending it."""
+        now, start = self._next_start()
         self._requests.book(start, 1)
         self._tokens.book(start, max(tokens, 1))
         if self.adaptive:
@@ -162,7 +184,10 @@ class Pacer:
                 self._tokens.set_ceiling(limits.limit_tokens * HEADROOM / 60)
             if limits.rpm and not self._given[0]:
                 self._requests.set_ceiling(limits.rpm * HEADROOM / 60)
-        if self._learned is not None:
+        if self._learned is not None and not self._learned.is_set():
+            if self.adaptive and not self.limited:
+                # No budget and no headers: feel for the limit from below.
+                self._requests.slow_start(SLOW_START_RATE)
             self._learned.set()
 
     def throttled(self, seconds: float) -> None:
@@ -185,6 +210,8 @@ class Pacer:
     async def acquire(self, tokens: int) -> None:
         """Wait until a request of *tokens* may be sent."""
         await self._probe()
+        while (ahead := self._next_start()[1] - self._clock()) > HORIZON_SECONDS:
+            await self._sleep(ahead - HORIZON_SECONDS)
         delay = self.reserve(tokens)
         if delay > 0:
             await self._sleep(delay)

@@ -7,7 +7,14 @@ import pytest
 
 from batchrunner.errors import ApiFailure
 from batchrunner.plan import select, shard_of
-from batchrunner.ratelimit import HEADROOM, Pacer, parse_rate_limits
+from batchrunner.ratelimit import (
+    HEADROOM,
+    RECOVERY_SECONDS,
+    SLOW_START_DOUBLINGS_PER_SECOND,
+    SLOW_START_RATE,
+    Pacer,
+    parse_rate_limits,
+)
 from batchrunner.records import RateLimits, Reply, Row, RowResult, Usage
 from batchrunner.retry import (
     RetryPolicy,
@@ -188,8 +195,10 @@ def test_aimd_cuts_to_70_percent_then_grows_back() -> None:
     assert pacer.reserve(100) == pytest.approx(0.0)  # the pause is over
     clock.now = 40.0
     pacer.reserve(1)
-    # Growth is linear: back to 100 tokens/s after 20 s, on past it after that.
-    assert pacer.budgets[1] == pytest.approx(6000 * (0.7 + 0.3 * 30 / 20), rel=0.02)
+    # Growth is linear: back to 100 tokens/s after RECOVERY_SECONDS.
+    assert pacer.budgets[1] == pytest.approx(
+        6000 * (0.7 + 0.3 * 30 / RECOVERY_SECONDS), rel=0.02
+    )
 
 
 def test_rate_limit_headers_parse() -> None:
@@ -201,3 +210,17 @@ def test_rate_limit_headers_parse() -> None:
     assert limits == RateLimits(50, 49, 50000, 49000)
     assert limits.rpm == 300
     assert parse_rate_limits({}) is None
+
+
+def test_slow_start_doubles_until_the_first_429() -> None:
+    """With no budget and no headers, the request rate starts low and doubles."""
+    clock = FakeClock()
+    pacer = Pacer(clock=clock)
+    pacer.observe(None)
+    assert pacer.budgets[0] == pytest.approx(SLOW_START_RATE * 60)
+    clock.now = 2 / SLOW_START_DOUBLINGS_PER_SECOND  # two doublings
+    pacer.reserve(1)
+    assert pacer.budgets[0] == pytest.approx(SLOW_START_RATE * 4 * 60)
+    pacer.throttled(0.5)
+    assert pacer.budgets[0] is not None
+    assert pacer.budgets[0] < SLOW_START_RATE * 4 * 60
