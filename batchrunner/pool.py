@@ -249,18 +249,19 @@ class Pool:
             raise _Abandoned
 
     async def _send(self, request: Request) -> Reply:
+        sent_at = self._clock()
         try:
             reply = await self.completer.complete(request)
         except ApiFailure as failure:
             self.stats.note_attempt(failure)
             self.pacer.observe(failure.limits)
-            self._on_failure(request, failure)
+            self._on_failure(failure, sent_at)
             raise
         self.stats.note_attempt(None)
-        self.pacer.observe(reply.limits)
+        self.pacer.observe(reply.limits, request.charged_tokens)
         return reply
 
-    def _on_failure(self, request: Request, failure: ApiFailure) -> None:
+    def _on_failure(self, failure: ApiFailure, sent_at: float) -> None:
         if failure.status_code == 429:
             wait = failure.retry_after or 1.0
             if wait > self.settings.max_retry_wait:
@@ -275,7 +276,7 @@ class Pool:
                 )
                 raise _Abandoned from failure
             # Everybody waits, so one throttled answer does not become a hundred.
-            self.pacer.throttled(wait)
+            self.pacer.throttled(wait, sent_at)
         elif failure.status_code in (401, 403):
             self.control.stop(
                 f"the service refused our credentials ({failure.status_code}:"

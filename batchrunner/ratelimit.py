@@ -82,7 +82,8 @@ class _Rate:
         candidates = [x for x in (self.current, measured) if x]
         if not candidates:
             return
-        base = min(candidates)
+        # Nothing got through lately: halve what we were sending.
+        base = min(candidates) if measured else candidates[0] / 2 / DECREASE
         self._doubling = False
         self.current = max(base * DECREASE, 1e-3)
         # Back to the old rate in RECOVERY_SECONDS, then on probing upward
@@ -133,11 +134,14 @@ class Pacer:
         self._clock = clock
         self._sleep = sleep
         self._paused_until = 0.0
+        self._pauses = 0  # counts pauses, so a waiter can tell one began
         self._last = clock()
-        self._sent: deque[tuple[float, int]] = deque()
+        # (time, tokens) of the requests the service accepted lately: what it
+        # really lets through is the best guess at its limit.
+        self._accepted: deque[tuple[float, int]] = deque()
         self._probe_out = False
         self._learned = anyio.Event() if self.adaptive else None
-        self._calm_from = 0.0  # no second decrease for 429s of the same burst
+        self._decreased_at = -1e18  # 429s of requests sent before it: same burst
 
     @property
     def limited(self) -> bool:
@@ -169,16 +173,22 @@ class Pacer:
         now, start = self._next_start()
         self._requests.book(start, 1)
         self._tokens.book(start, max(tokens, 1))
-        if self.adaptive:
-            self._sent.append((start, tokens))
         return start - now
 
     def pause(self, seconds: float) -> None:
         """Hold every new request for *seconds* (the service asked us to wait)."""
         self._paused_until = max(self._paused_until, self._clock() + seconds)
+        self._pauses += 1
 
-    def observe(self, limits: RateLimits | None) -> None:
-        """Learn the budget from an answer's rate-limit headers (any answer)."""
+    def observe(
+        self, limits: RateLimits | None, accepted_tokens: int | None = None
+    ) -> None:
+        """
+        Learn the budget from an answer's rate-limit headers (any answer); an
+        answer that was not throttled counts its *accepted_tokens*.
+        """
+        if self.adaptive and accepted_tokens is not None:
+            self._accepted.append((self._clock(), accepted_tokens))
         if self.adaptive and limits is not None:
             if limits.limit_tokens and not self._given[1]:
                 self._tokens.set_ceiling(limits.limit_tokens * HEADROOM / 60)
@@ -190,34 +200,43 @@ class Pacer:
                 self._requests.slow_start(SLOW_START_RATE)
             self._learned.set()
 
-    def throttled(self, seconds: float) -> None:
-        """A 429: pause everybody, and send slower from now on (AIMD)."""
+    def throttled(self, seconds: float, sent_at: float | None = None) -> None:
+        """
+        A 429 for a request sent at *sent_at*: pause everybody, and send slower
+        from now on (AIMD), once per burst: requests sent before the last
+        decrease were sent at the old rate, and their 429s say nothing new.
+        """
         self.pause(seconds)
         now = self._clock()
-        if not self.adaptive or now < self._calm_from:
+        if not self.adaptive:
             return
-        # Answers to requests sent before this decrease are still on their way;
-        # their 429s are the same congestion, not a new one.
-        self._calm_from = now + max(seconds, 1.0) + 1.0
-        while self._sent and self._sent[0][0] < now - MEASURE_SECONDS:
-            self._sent.popleft()
-        span = max(now - self._sent[0][0], 1.0) if self._sent else 1.0
+        if sent_at is not None and sent_at < self._decreased_at:
+            return
+        self._decreased_at = now
+        while self._accepted and self._accepted[0][0] < now - MEASURE_SECONDS:
+            self._accepted.popleft()
+        # Over the whole window, not since the first answer: a limiter with a
+        # 10 s window lets a first burst of 10 s worth through at once.
         if not self._given[0]:
-            self._requests.decrease(len(self._sent) / span)
+            self._requests.decrease(len(self._accepted) / MEASURE_SECONDS)
         if not self._given[1]:
-            self._tokens.decrease(sum(t for _, t in self._sent) / span)
+            tokens = sum(t for _, t in self._accepted)
+            self._tokens.decrease(tokens / MEASURE_SECONDS)
 
     async def acquire(self, tokens: int) -> None:
         """Wait until a request of *tokens* may be sent."""
         await self._probe()
-        while (ahead := self._next_start()[1] - self._clock()) > HORIZON_SECONDS:
-            await self._sleep(ahead - HORIZON_SECONDS)
-        delay = self.reserve(tokens)
-        if delay > 0:
-            await self._sleep(delay)
-        # A pause may have begun while we slept; honour it too.
-        while (left := self._paused_until - self._clock()) > 0:
-            await self._sleep(left)
+        while True:
+            while (ahead := self._next_start()[1] - self._clock()) > HORIZON_SECONDS:
+                await self._sleep(ahead - HORIZON_SECONDS)
+            pauses = self._pauses
+            delay = self.reserve(tokens)
+            if delay > 0:
+                await self._sleep(delay)
+            # A 429 while we waited: our slot was booked at the old rate, and
+            # every waiter going at the end of the pause is the next burst.
+            if pauses == self._pauses:
+                return
 
     async def _probe(self) -> None:
         # Until the first answer tells the limits, one request goes alone: a

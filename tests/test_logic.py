@@ -181,13 +181,14 @@ def test_given_budget_is_not_overridden_by_headers() -> None:
 
 
 def test_aimd_cuts_to_70_percent_then_grows_back() -> None:
-    """A 429 with no known budget cuts the rate to 70% of what was sent."""
+    """A 429 with no known budget cuts the rate to 70% of what got through."""
     clock = FakeClock()
     pacer = Pacer(clock=clock)
     pacer.observe(None)  # an answer without rate-limit headers
     for second in range(10):
         clock.now = float(second)
-        pacer.reserve(100)  # 100 tokens a second
+        pacer.reserve(100)
+        pacer.observe(None, accepted_tokens=100)  # 100 tokens a second got through
     clock.now = 10.0
     pacer.throttled(1.0)
     assert pacer.budgets[1] == pytest.approx(0.7 * 100 * 60, rel=0.02)
