@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -84,7 +84,6 @@ async def open_auth(
     settings: Settings,
     *,
     on_secret: Callable[[str], None] | None = None,
-    environ: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Auth]:
     """
     The credential for this run, for as long as the block lasts.
@@ -92,8 +91,7 @@ async def open_auth(
     An Entra ID token is fetched here, before any row is sent, so a run with no
     working identity fails at once with exit 3 (``AuthError``).
     """
-    env = os.environ if environ is None else environ
-    secrets = [env[name] for name in _SECRET_VARIABLES if env.get(name)]
+    secrets = [os.environ[name] for name in _SECRET_VARIABLES if os.environ.get(name)]
     kind = _effective_kind(settings)
     if kind == "api_key":
         if not settings.api_key:

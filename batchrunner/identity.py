@@ -116,6 +116,7 @@ class TokenCache:
         self._fetched_at = 0.0
         self._generation = 0
         self._flight: _Flight | None = None
+        self._announced = 0
         self.stats = CacheStats()
 
     # --- the hot path -------------------------------------------------------------
@@ -138,7 +139,9 @@ class TokenCache:
 
     def _margin(self, token: Token) -> float:
         lifetime = max(0.0, token.expires_on - self._fetched_at)
-        return min(EXPIRY_MARGIN, lifetime / 10)
+        # Expiries come in whole seconds and requests take time to arrive: a
+        # short-lived token keeps a quarter of its life in hand.
+        return min(EXPIRY_MARGIN, lifetime / 4)
 
     # --- fetching -----------------------------------------------------------------
 
@@ -204,10 +207,12 @@ class TokenCache:
             return False
         if refused is not None and token.value == refused.value:
             return False
-        log.info(
-            "the service refused the token; using a new one",
-            extra={"event": "token_refused"},
-        )
+        if self._announced < self._generation:  # once, however many rows saw it
+            self._announced = self._generation
+            log.info(
+                "the service refused the token; using a new one",
+                extra={"event": "token_refused"},
+            )
         return True
 
     # --- refreshing ahead of expiry -----------------------------------------------

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import secrets
 import socket
 import ssl
@@ -612,11 +611,3 @@ def install_fake_az(directory: Path, server: IdentityServer | None) -> Path:
         path.write_text(script, encoding="utf-8")
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path
-
-
-def dump_ledger(issuer: TokenIssuer) -> str:
-    """The ledger as one JSON line: requests by endpoint and status."""
-    hits: Counter[str] = Counter()
-    for hit in issuer.ledger.hits:
-        hits[f"{hit.source} {hit.status}"] += 1
-    return json.dumps(dict(sorted(hits.items())))
