@@ -33,6 +33,10 @@ environment:
   AZURE_OPENAI_ENDPOINT    https://<resource>.openai.azure.com
   AZURE_OPENAI_API_KEY     API key; when absent, Entra ID (az login, managed
                            identity, workload identity) is used
+  AZURE_OPENAI_AD_TOKEN    a ready Entra ID token (not refreshed)
+  BATCHRUNNER_AUTH         which credential: auto, api_key, entra,
+                           managed_identity, workload_identity, azure_cli,
+                           or kinds joined by commas (tried in turn)
   OPENAI_API_VERSION       API version (default 2024-10-21)
   AZURE_OPENAI_DEPLOYMENT  deployment, when neither --deployment nor the file
   BATCHRUNNER_<SETTING>    any setting, e.g. BATCHRUNNER_CONCURRENCY=32

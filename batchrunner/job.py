@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from batchrunner.auth import open_auth
+from batchrunner.auth import Auth, open_auth
 from batchrunner.client import AzureCompleter
 from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, ConfigError
 from batchrunner.logs import Redactor
@@ -258,7 +258,22 @@ async def _run_pool(
     redactor: Redactor,
     json_lines: bool,
 ) -> Control:
-    auth = await open_auth(settings)
+    # Fetched tokens join the redactor as they come (the first one before any row).
+    async with open_auth(settings, on_secret=redactor.add) as auth:
+        return await _run_pool_with(
+            auth, settings, requests, output, stats, redactor, json_lines
+        )
+
+
+async def _run_pool_with(
+    auth: Auth,
+    settings: Settings,
+    requests: Iterator[Request],
+    output: Path,
+    stats: RunStats,
+    redactor: Redactor,
+    json_lines: bool,
+) -> Control:
     for secret in auth.secrets:
         redactor.add(secret)
     assert settings.endpoint
@@ -277,6 +292,7 @@ async def _run_pool(
         write=_writer_for(sink),
         stats=stats,
         on_progress=progress.update,
+        on_unauthorized=auth.on_unauthorized,
     )
     try:
         return await pool.run(requests)
@@ -284,7 +300,6 @@ async def _run_pool(
         progress.close()
         sink.close()
         await completer.aclose()
-        await auth.close()
 
 
 def _writer_for(sink: ResultSink) -> Any:

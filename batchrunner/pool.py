@@ -31,6 +31,7 @@ from batchrunner.errors import (
     EXIT_SIGTERM,
     EXIT_TEMPFAIL,
     ApiFailure,
+    AuthError,
 )
 from batchrunner.ratelimit import Pacer
 from batchrunner.records import ErrorInfo, Reply, Request, RowResult
@@ -96,6 +97,7 @@ class Pool:
         on_progress: Callable[[RunStats], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        on_unauthorized: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.completer = completer
         self.settings = settings
@@ -108,6 +110,10 @@ class Pool:
             max_attempts=settings.max_attempts, max_backoff=settings.max_backoff
         )
         self.on_progress = on_progress
+        #: With token auth: called on a 401; True when a new token is in place.
+        self.on_unauthorized = on_unauthorized
+        #: Rows that already got a new token after a 401: a second one stops the run.
+        self._refreshed_rows: set[str] = set()
         self.control = Control()
         self._sleep = sleep
         self._clock = clock
@@ -190,6 +196,7 @@ class Pool:
                     result = await self._process(request)
                 finally:
                     self._reserved_cost -= cost
+                    self._refreshed_rows.discard(request.row_id)
                 if result is not None:
                     # A paid-for answer must reach the writer even while stopping.
                     with anyio.CancelScope(shield=True):
@@ -255,11 +262,27 @@ class Pool:
         except ApiFailure as failure:
             self.stats.note_attempt(failure)
             self.pacer.observe(failure.limits)
-            self._on_failure(failure, sent_at)
+            if not await self._token_replaced(request, failure):
+                self._on_failure(failure, sent_at)
             raise
+        except AuthError as exc:  # the token provider has no token to give
+            self.control.stop(str(exc), EXIT_AUTH)
+            raise _Abandoned from exc
         self.stats.note_attempt(None)
         self.pacer.observe(reply.limits, request.charged_tokens)
         return reply
+
+    async def _token_replaced(self, request: Request, failure: ApiFailure) -> bool:
+        """After a row's first 401 under token auth: a new token, and a retry."""
+        if failure.status_code != 401 or self.on_unauthorized is None:
+            return False
+        if request.row_id in self._refreshed_rows:
+            return False
+        self._refreshed_rows.add(request.row_id)
+        if not await self.on_unauthorized():
+            return False
+        failure.retryable = True
+        return True
 
     def _on_failure(self, failure: ApiFailure, sent_at: float) -> None:
         if failure.status_code == 429:

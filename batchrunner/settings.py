@@ -47,7 +47,17 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "text-embedding-ada-002": (0.10, 0.0),
 }
 
-SECRET_KEYS = frozenset({"api_key"})
+SECRET_KEYS = frozenset({"api_key", "ad_token"})
+
+#: The ways ``auth:`` may name a credential; ``auto`` picks one from the environment.
+AUTH_KINDS = (
+    "auto", "api_key", "entra", "managed_identity", "workload_identity", "azure_cli",
+    "chain",
+)  # fmt: skip
+#: The kinds a ``chain:`` may list, tried in its order.
+CHAIN_KINDS = ("managed_identity", "workload_identity", "azure_cli")
+#: ``OPENAI_API_TYPE`` values of openai<1.0 that mean "the key is an Entra ID token".
+LEGACY_AD_API_TYPES = frozenset({"azure_ad", "azuread"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +76,32 @@ class InputSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """How to authenticate: the ``kind``, its ``chain``, a user-assigned identity."""
+
+    kind: str = "auto"
+    #: For ``kind: chain``: the kinds tried in turn, e.g. managed identity, then az.
+    chain: tuple[str, ...] = ()
+    #: The client id of a user-assigned managed identity (or of the workload
+    #: identity's app); azure-identity's ``AZURE_CLIENT_ID`` when not set.
+    client_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plain values, for printing."""
+        chain = list(self.chain)
+        return {"kind": self.kind, "chain": chain, "client_id": self.client_id}
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The effective settings of one run. ``repr`` never shows a secret."""
 
     endpoint: str | None = None
     api_key: str | None = field(default=None, repr=False)
+    #: A ready Entra ID token (``AZURE_OPENAI_AD_TOKEN``); it cannot be refreshed.
+    ad_token: str | None = field(default=None, repr=False)
+    #: Which credential authenticates; see ``AuthSettings``.
+    auth: AuthSettings = field(default_factory=AuthSettings)
     api_version: str = DEFAULT_API_VERSION
     deployment: str | None = None
     #: The model behind the deployment, for token counting and prices; guessed from
@@ -117,6 +148,8 @@ class Settings:
             value = getattr(self, name)
             if name in SECRET_KEYS:
                 value = "***" if value else None
+            elif isinstance(value, AuthSettings):
+                value = value.as_dict()
             elif isinstance(value, InputSettings):
                 value = {k: getattr(value, k) for k in value.__dataclass_fields__}
             elif isinstance(value, Api):
@@ -221,6 +254,51 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _auth_kind(value: Any, allowed: tuple[str, ...]) -> str:
+    text = str(value).strip().lower().replace("-", "_")
+    if text not in allowed:
+        msg = f"{value!r} is not one of {', '.join(allowed)}"
+        raise ValueError(msg)
+    return text
+
+
+def _auth_chain(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        msg = f"a chain is a list of {', '.join(CHAIN_KINDS)}, not {value!r}"
+        raise ValueError(msg)
+    return tuple(_auth_kind(item, CHAIN_KINDS) for item in items)
+
+
+def parse_auth(value: Any) -> AuthSettings:
+    """
+    ``auth:`` as a kind (``managed_identity``), a chain (a list, or kinds joined by
+    commas), or a mapping ``{kind, chain, client_id}``.
+    """
+    if isinstance(value, AuthSettings):
+        return value
+    if isinstance(value, list | tuple) or (isinstance(value, str) and "," in value):
+        return AuthSettings(kind="chain", chain=_auth_chain(value))
+    if not isinstance(value, dict):
+        return AuthSettings(kind=_auth_kind(value, AUTH_KINDS))
+    unknown = set(value) - {"kind", "chain", "client_id"}
+    if unknown:
+        msg = f"unknown key {sorted(unknown)[0]!r}; auth takes kind, chain, client_id"
+        raise ValueError(msg)
+    chain = _auth_chain(value["chain"]) if value.get("chain") is not None else ()
+    kind = _auth_kind(value.get("kind") or ("chain" if chain else "auto"), AUTH_KINDS)
+    if (kind == "chain") != bool(chain):
+        msg = "'kind: chain' and a 'chain:' list go together"
+        raise ValueError(msg)
+    client_id = value.get("client_id")
+    if client_id is not None and kind in ("api_key", "azure_cli"):
+        msg = f"client_id does not apply to kind {kind}"
+        raise ValueError(msg)
+    return AuthSettings(
+        kind=kind, chain=chain, client_id=None if client_id is None else str(client_id)
+    )
+
+
 #: Scalar settings: key → parser. The same names serve the file, the
 #: ``BATCHRUNNER_<KEY>`` variables and (with dashes) the command line.
 SCALARS: dict[str, Any] = {
@@ -247,6 +325,7 @@ SCALARS: dict[str, Any] = {
     "grace_seconds": _positive_float,
     "max_retry_wait": _positive_float,
     "max_backoff": _positive_float,
+    "auth": parse_auth,
 }
 SECTIONS = ("input", "request", "prices")
 
@@ -256,6 +335,7 @@ SDK_ENVIRONMENT = {
     "api_key": "AZURE_OPENAI_API_KEY",
     "api_version": "OPENAI_API_VERSION",
     "deployment": "AZURE_OPENAI_DEPLOYMENT",
+    "ad_token": "AZURE_OPENAI_AD_TOKEN",
 }
 
 
@@ -394,8 +474,16 @@ def _environment_layer(environ: Mapping[str, str]) -> Layer:
     for key, var in SDK_ENVIRONMENT.items():
         if environ.get(var):
             raw = environ[var]
-            value = raw if key == "api_key" else _parse_scalar(key, raw, var)
+            value = raw if key in SECRET_KEYS else _parse_scalar(key, raw, var)
             layer[key] = (value, f"env {var}")
+    # openai<1.0's Entra ID form; auth.py warns and names the newer way.
+    legacy_type = environ.get("OPENAI_API_TYPE", "").strip().lower()
+    if (
+        "ad_token" not in layer
+        and legacy_type in LEGACY_AD_API_TYPES
+        and environ.get("OPENAI_API_KEY")
+    ):
+        layer["ad_token"] = (environ["OPENAI_API_KEY"], "env OPENAI_API_KEY")
     return layer
 
 
