@@ -15,6 +15,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 from anyio.streams.memory import (
@@ -70,6 +71,16 @@ class _Abandoned(Exception):
     """A row left unsent because the run is stopping (it gets no record)."""
 
 
+class RowHooks(Protocol):
+    """What a run does around each row (see ``batchrunner.hooks``)."""
+
+    async def before(self, request: Request) -> RowResult | None:
+        """A result that needs no request (e.g. a cached answer), or None to send."""
+
+    def after(self, request: Request, result: RowResult | None) -> RowResult | None:
+        """*result* (None: abandoned) as it is to be recorded; called in any case."""
+
+
 def row_cost(
     request: Request, price: tuple[float, float] | None, settings: Settings
 ) -> float:
@@ -96,6 +107,7 @@ class Pool:
         on_progress: Callable[[RunStats], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        hooks: RowHooks | None = None,
     ) -> None:
         self.completer = completer
         self.settings = settings
@@ -108,6 +120,7 @@ class Pool:
             max_attempts=settings.max_attempts, max_backoff=settings.max_backoff
         )
         self.on_progress = on_progress
+        self.hooks = hooks
         self.control = Control()
         self._sleep = sleep
         self._clock = clock
@@ -187,7 +200,7 @@ class Pool:
                 cost = row_cost(request, self._price, self.settings)
                 self._reserved_cost += cost
                 try:
-                    result = await self._process(request)
+                    result = await self._handle(request)
                 finally:
                     self._reserved_cost -= cost
                 if result is not None:
@@ -214,6 +227,20 @@ class Pool:
                     self.on_progress(self.stats)
 
     # --- one row ----------------------------------------------------------------
+
+    async def _handle(self, request: Request) -> RowResult | None:
+        hooks = self.hooks
+        if hooks is None:
+            return await self._process(request)
+        result: RowResult | None = None
+        try:
+            # A reused answer skips the pacer as well: nothing is sent for it.
+            result = await hooks.before(request)
+            if result is None:
+                result = await self._process(request)
+        finally:
+            result = hooks.after(request, result)
+        return result
 
     async def _process(self, request: Request) -> RowResult | None:
         attempts = 0
