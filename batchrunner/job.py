@@ -21,17 +21,21 @@ from typing import Any
 import anyio
 
 from batchrunner.auth import open_auth
+from batchrunner.cache import RepeatCounter, open_cache
 from batchrunner.client import AzureCompleter
 from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, ConfigError
+from batchrunner.estimate import estimate, report
+from batchrunner.hooks import RunHooks, run_hooks
 from batchrunner.logs import Redactor
 from batchrunner.plan import select
-from batchrunner.pool import Control, Pool, expected_duration, row_cost
+from batchrunner.pool import Control, Pool
 from batchrunner.prepare import RequestBuilder
 from batchrunner.progress import ProgressDisplay, print_summary
 from batchrunner.reader import open_rows, spool_stdin, validate
 from batchrunner.records import Request, RowResult, to_record
 from batchrunner.resume import read_state
 from batchrunner.settings import Settings, check_ready_to_send, with_overrides
+from batchrunner.structured import checker_for
 from batchrunner.summary import RunStats
 from batchrunner.tokens import TokenCounter
 from batchrunner.writer import (
@@ -85,8 +89,11 @@ def run_job(
 ) -> int:
     """Run the job on *input_arg* with *settings*; return the exit code."""
     with open_source(input_arg) as source:
-        report = validate(source.path, settings, name=source.name)
-        log.debug("input ok: %d rows", report.rows)
+        checker = checker_for(settings)  # a bad schema fails before the input is read
+        repeats = RepeatCounter() if settings.dedupe and not settings.dry_run else None
+        observe = repeats.add if repeats is not None else None
+        found = validate(source.path, settings, name=source.name, observe=observe)
+        log.debug("input ok: %d rows", found.rows)
         if settings.simulate and not settings.deployment:
             settings = with_overrides(settings, deployment=SIMULATED_DEPLOYMENT)
         output = Path(settings.output) if settings.output else default_output(input_arg)
@@ -97,7 +104,18 @@ def run_job(
         if settings.fresh:
             for backup in backup_existing(output):
                 log.info("kept the earlier results as %s", backup)
-        return _send(source, settings, output, redactor, json_lines)
+        hooks = run_hooks(settings, checker, repeats.repeats() if repeats else None)
+        code = _send(source, settings, output, redactor, json_lines, hooks)
+        if settings.join:
+            _join(source, settings, output)
+        return code
+
+
+def _join(source: Source, settings: Settings, output: Path) -> None:
+    from batchrunner.join import write_joined  # pandas only when asked for
+
+    joined = write_joined(source.path, source.name, settings, output)
+    log.info("results joined to the input in %s", joined, extra={"event": "joined"})
 
 
 def _counter_for(settings: Settings) -> TokenCounter | None:
@@ -143,32 +161,12 @@ def _count_plan(
 
 def _dry_run(source: Source, settings: Settings, output: Path) -> int:
     done = read_state(output).done_ids if not settings.fresh else set()
-    price = settings.price_for(None)
-    counter = _counter_for(settings)
-    requests = prompt = charged = 0
-    completion_bound = 0
-    cost = 0.0
-    for request in _planned_requests(source, settings, done):
-        requests += 1
-        prompt += request.prompt_tokens
-        charged += request.charged_tokens
-        completion_bound += request.charged_tokens - request.prompt_tokens
-        cost += row_cost(request, price, settings)
-    duration = expected_duration(charged, requests, settings)
-    lines = [
-        f"input            {source.name}: valid",
-        f"rows to send     {requests:,} ({len(done):,} already done in {output})",
-        f"prompt tokens    {prompt:,}"
-        + ("" if counter is None or counter.exact else " (estimated: 4 chars a token)"),
-        f"completion bound {completion_bound:,} (max_tokens × n)",
-        f"quota charge     {charged:,} tokens",
-        "expected cost    "
-        + (f"≤ ${cost:,.4f}" if price else "unknown: no price for this model"),
-        "expected time    "
-        + (f"≥ {duration:,.0f} s under the given --tpm/--rpm" if duration else
-           "no --tpm/--rpm given"),
-    ]  # fmt: skip
-    print("\n".join(lines))
+    cache = open_cache(settings, create=False)
+    figures = estimate(_planned_requests(source, settings, done), settings, cache)
+    lines = report(
+        figures, settings, source=source.name, done=len(done), output=str(output)
+    )
+    print(lines)
     return EXIT_OK
 
 
@@ -202,6 +200,7 @@ def _send(
     output: Path,
     redactor: Redactor,
     json_lines: bool,
+    hooks: RunHooks | None = None,
 ) -> int:
     state = read_state(output)
     planned, skipped = _count_plan(source, settings, state.done_ids)
@@ -215,7 +214,7 @@ def _send(
         redactor.add(live.api_key)
         requests = _planned_requests(source, live, state.done_ids)
         control = anyio.run(
-            _run_pool, live, requests, output, stats, redactor, json_lines
+            _run_pool, live, requests, output, stats, redactor, json_lines, hooks
         )
     summary = _finish(stats, control, time.monotonic() - started, output)
     print_summary(summary, json_lines=json_lines)
@@ -231,6 +230,7 @@ async def _run_pool(
     stats: RunStats,
     redactor: Redactor,
     json_lines: bool,
+    hooks: RunHooks | None = None,
 ) -> Control:
     auth = await open_auth(settings)
     for secret in auth.secrets:
@@ -242,15 +242,22 @@ async def _run_pool(
         api_key=auth.api_key,
         token_provider=auth.token_provider,
     )
-    sink = open_sink(output)
+    checker = hooks.checker if hooks is not None else None
+    sink = open_sink(output, checker.columns if checker is not None else ())
     bar = not json_lines and settings.verbosity >= 0 and sys.stderr.isatty()
-    progress = ProgressDisplay(stats.rows_planned, bar=bar)
+    progress = ProgressDisplay(
+        stats.rows_planned,
+        bar=bar,
+        tpm=settings.tpm,
+        interval=settings.progress_interval,
+    )
     pool = Pool(
         completer,
         settings,
         write=_writer_for(sink),
         stats=stats,
         on_progress=progress.update,
+        hooks=hooks,
     )
     try:
         return await pool.run(requests)
