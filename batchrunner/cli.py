@@ -248,17 +248,18 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         env = environment()
         config = find_config(args.config, Path.cwd())
-        settings = with_schema(build_settings(flags_from(args), env, config))
+        settings = build_settings(flags_from(args), env, config)
         redactor.add(settings.api_key)
+        json_lines = wants_json(settings.log_format, sys.stderr)
+        configure_logging(
+            json_lines=json_lines, verbosity=settings.verbosity, redactor=redactor
+        )
+        settings = with_schema(settings)
         if settings.show_config:
             from batchrunner.showconfig import show_config
 
             print(show_config(settings, args.input))
             return 0
-        json_lines = wants_json(settings.log_format, sys.stderr)
-        configure_logging(
-            json_lines=json_lines, verbosity=settings.verbosity, redactor=redactor
-        )
         return run_job(args.input, settings, redactor=redactor, json_lines=json_lines)
     except BatchrunnerError as exc:
         _report(exc, redactor)

@@ -36,6 +36,11 @@ _TEXT_COLUMNS = tuple(
     name for name in FIXED_COLUMNS if name not in INT_COLUMNS and name != "embedding"
 )
 _NULLABLE = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+#: Results format → the JSON values its answer columns may hold as text.
+_TEXT_KINDS: dict[str, tuple[type, ...]] = {
+    ".csv": (int, float, bool, list, dict),
+    ".parquet": (list, dict),
+}
 # pandas 3 has a text dtype that keeps nulls; pandas 2 would turn them into "None".
 _STR_KEEPS_NULLS = bool(pd.Series([None], dtype=object).astype("str").isna().all())
 
@@ -63,7 +68,7 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
         frame = _frame([flatten_record(record) for record in _jsonl_records(source)])
     frame = frame.drop_duplicates("id", keep="last").reset_index(drop=True)
     for name in [c for c in frame.columns if str(c).startswith("answer_")]:
-        frame[name] = answer_column(frame[name], text_cells=kind == ".csv")
+        frame[name] = answer_column(frame[name], source=kind)
     return _typed(frame)
 
 
@@ -140,16 +145,17 @@ def _integers(column: pd.Series[Any]) -> pd.Series[Any]:
     return numbers if numbers.hasnans else numbers.astype("int64")
 
 
-def answer_column(column: pd.Series[Any], *, text_cells: bool) -> pd.Series[Any]:
+def answer_column(column: pd.Series[Any], *, source: str) -> pd.Series[Any]:
     """
     *column* of a structured answer with the dtype its values share.
 
-    With *text_cells* (CSV), cells are first read as JSON when every one of them is a
-    JSON number, boolean, array or object; otherwise they stay text.
+    Text that stands for other JSON values is read as JSON first, when every cell of
+    the column is such text: a CSV *source* (``".csv"``) writes every value as text,
+    Parquet writes arrays and objects as JSON text.
     """
     values = [None if _is_null(value) else _python(value) for value in column]
-    if text_cells:
-        values = _decoded_cells(values)
+    if source in _TEXT_KINDS:
+        values = _decoded_cells(values, _TEXT_KINDS[source])
     present = [value for value in values if value is not None]
     index = column.index
     if present and all(isinstance(value, bool) for value in present):
@@ -168,17 +174,18 @@ def _python(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _decoded_cells(cells: list[Any]) -> list[Any]:
+def _decoded_cells(cells: list[Any], kinds: tuple[type, ...]) -> list[Any]:
+    """*cells* read as JSON when each one is text holding one of *kinds*."""
     decoded: list[Any] = []
     for cell in cells:
         if cell is None:
             decoded.append(None)
             continue
         try:
-            value = json.loads(cell)
-        except (TypeError, ValueError):
+            value = json.loads(cell) if isinstance(cell, str) else None
+        except ValueError:
             return cells
-        if isinstance(value, str) or value is None:
+        if not isinstance(value, kinds):
             return cells
         decoded.append(value)
     return decoded
