@@ -2,15 +2,16 @@
 Pay once: identical requests share one answer, within a run and, with ``--cache DIR``,
 across runs.
 
-A request is identified by the SHA-256 of its operation and body (canonical JSON, keys
-sorted); the on-disk cache adds the deployment as a directory. Within a run, at most
-one of a set of identical requests is in flight: the others wait for its answer and
-reuse it (``reused: "duplicate"``, ``attempts: 0``). Only answers that ended ``ok`` are
-shared or stored; a failed request leaves the next identical row to try for itself.
+Within a run, at most one of a set of identical requests is in flight: the others
+wait for its answer and reuse it (``reused: "duplicate"``, ``attempts: 0``). Only
+answers that ended ``ok`` are shared or stored; a failed request leaves the next
+identical row to try for itself. On disk, a request is identified by the SHA-256 of
+its operation and whole body (canonical JSON, keys sorted), under a directory named
+after the deployment.
 
 To keep memory flat on large inputs, a run remembers an answer only while rows that
-repeat its request are still to come: the validation pass counts repeats by an 8-byte
-prefix of each digest (``RepeatCounter``), 8 bytes a row.
+repeat its request are still to come: the validation pass counts repeats by the
+hash of each request's ``run_key`` (``RepeatCounter``), 8 bytes a row.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ import logging
 import os
 import re
 from array import array
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
-import numpy as np
 
 from batchrunner.errors import ConfigError
 from batchrunner.records import Api, Reply, Request, RowResult, Usage
@@ -38,6 +39,12 @@ log = logging.getLogger("batchrunner")
 _ENCODE = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
 ).encode
+_ENCODE_AS_IS = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, check_circular=False, default=str
+).encode
+_ROW_KEYS = ("messages", "prompt", "input")
+#: From this many rows on, repeats are found by sorting (numpy) rather than counting.
+_SORT_FROM = 20_000
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: Bumped when the stored layout changes, so old files read as misses.
 _FORMAT = 1
@@ -49,26 +56,53 @@ def request_digest(api: Api, body: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
-def _prefix(digest: bytes) -> int:
-    return int.from_bytes(digest[:8], "big")
+def run_key(request: Request) -> Hashable:
+    """
+    What tells *request* apart from the other requests of its run.
+
+    Only the part of the body built from the row (``messages``, ``prompt`` or
+    ``input``): the rest, the model parameters from the settings, is the same for every
+    row of a run. That makes the key exact and cheap: plain chat messages become a
+    tuple of (role, content) pairs, anything else its JSON text.
+    """
+    body = request.body
+    value = next((body[name] for name in _ROW_KEYS if name in body), None)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        pairs = []
+        for message in value:
+            if (
+                type(message) is not dict
+                or len(message) != 2
+                or type(message.get("content")) is not str
+                or "role" not in message
+            ):
+                return _ENCODE_AS_IS(value)
+            pairs.append((message["role"], message["content"]))
+        return tuple(pairs)
+    return _ENCODE_AS_IS(body)
 
 
 class RepeatCounter:
-    """Counts requests by digest prefix as they are built, to find the repeats."""
+    """Counts requests by the hash of their ``run_key``, to find the repeats."""
 
     def __init__(self) -> None:
-        self._prefixes = array("Q")
+        self._hashes = array("q")
 
     def add(self, request: Request) -> None:
         """Count *request*."""
-        self._prefixes.append(_prefix(request_digest(request.api, request.body)))
+        self._hashes.append(hash(run_key(request)))
 
     def repeats(self) -> dict[int, int]:
-        """Digest prefix → how many requests share it, for those seen more than once."""
-        if not self._prefixes:
-            return {}
+        """Key hash → how many requests share it, for those seen more than once."""
+        if len(self._hashes) < _SORT_FROM:
+            counted = Counter(self._hashes)
+            return {key: count for key, count in counted.items() if count > 1}
+        import numpy as np  # sorts 8 bytes a row, where a Counter takes ~100
+
         values, counts = np.unique(
-            np.frombuffer(self._prefixes, dtype=np.uint64), return_counts=True
+            np.frombuffer(self._hashes, dtype=np.int64), return_counts=True
         )
         shared = counts > 1
         return dict(zip(values[shared].tolist(), counts[shared].tolist(), strict=True))
@@ -201,26 +235,30 @@ class Sharer:
         self.dedupe = dedupe
         self.cache = cache
         self._left = dict(repeats or {})
-        self._memo: dict[bytes, Reply] = {}
-        self._flights: dict[bytes, _Flight] = {}
-        self._leading: dict[int, tuple[bytes, Request]] = {}
+        self._memo: dict[Hashable, Reply] = {}
+        self._flights: dict[Hashable, _Flight] = {}
+        #: id of a request being sent → its run key and its cache digest.
+        self._leading: dict[int, tuple[Hashable, bytes | None]] = {}
 
     async def before(self, request: Request) -> RowResult | None:
         """A result reusing an answer, or None when *request* must be sent."""
-        digest = request_digest(request.api, request.body)
+        key = run_key(request) if self.dedupe else None
         while self.dedupe:
-            reply = self._memo.get(digest)
+            reply = self._memo.get(key)
             if reply is not None:
-                self._served(digest)
+                self._served(key)
                 return _reused(request, reply, "duplicate")
-            flight = self._flights.get(digest)
+            flight = self._flights.get(key)
             if flight is None:
                 break
             await flight.done.wait()
         if self.dedupe:
             # Claimed before the cache is read, so that no twin sends meanwhile.
-            self._flights[digest] = _Flight(anyio.Event())
-        self._leading[id(request)] = (digest, request)
+            self._flights[key] = _Flight(anyio.Event())
+        digest = None
+        if self.cache is not None:
+            digest = request_digest(request.api, request.body)
+        self._leading[id(request)] = (key, digest)
         reply = await self._cached(digest)
         if reply is None:
             return None
@@ -229,46 +267,43 @@ class Sharer:
 
     def after(self, request: Request, result: RowResult | None) -> RowResult | None:
         """Share and store *result* of a request that was sent; wake its twins."""
-        if result is not None and result.reused is None:
-            ok = result.status == "ok" and result.reply is not None
-            reply = result.reply if ok else None
-            if reply is not None and self.cache is not None:
-                digest, _ = self._leading.get(id(request), (None, request))
-                if digest is not None:
-                    self.cache.store(digest, request, reply)
-            self._settle(request, reply)
-        else:
-            self._settle(request, None)
+        reply = None
+        if result is not None and result.reused is None and result.status == "ok":
+            reply = result.reply
+        lead = self._leading.get(id(request))
+        if reply is not None and lead is not None and lead[1] is not None:
+            assert self.cache is not None
+            self.cache.store(lead[1], request, reply)
+        self._settle(request, reply)
         return result
 
-    async def _cached(self, digest: bytes) -> Reply | None:
-        if self.cache is None:
+    async def _cached(self, digest: bytes | None) -> Reply | None:
+        if self.cache is None or digest is None:
             return None
         return await anyio.to_thread.run_sync(self.cache.load, digest)
 
     def _settle(self, request: Request, reply: Reply | None) -> None:
         """End the lead of *request*: remember *reply* for repeats, wake waiters."""
         lead = self._leading.pop(id(request), None)
-        if lead is None:
+        if lead is None or not self.dedupe:
             return
-        digest = lead[0]
-        if self.dedupe:
-            if reply is not None and self._left.get(_prefix(digest), 0) > 1:
-                self._memo[digest] = reply
-            self._served(digest)
-        flight = self._flights.pop(digest, None)
+        key = lead[0]
+        if reply is not None and self._left.get(hash(key), 0) > 1:
+            self._memo[key] = reply
+        self._served(key)
+        flight = self._flights.pop(key, None)
         if flight is not None:
             flight.done.set()
 
-    def _served(self, digest: bytes) -> None:
-        """One row of *digest* answered: forget the answer after the last one."""
-        key = _prefix(digest)
-        left = self._left.get(key, 1) - 1
+    def _served(self, key: Hashable) -> None:
+        """One row of *key* answered: forget the answer after the last one."""
+        counted = hash(key)
+        left = self._left.get(counted, 1) - 1
         if left > 0:
-            self._left[key] = left
+            self._left[counted] = left
             return
-        self._left.pop(key, None)
-        self._memo.pop(digest, None)
+        self._left.pop(counted, None)
+        self._memo.pop(key, None)
 
 
 def _reused(request: Request, reply: Reply, how: str) -> RowResult:

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-from batchrunner.cache import ResponseCache, request_digest
+from batchrunner.cache import ResponseCache, request_digest, run_key
 from batchrunner.pool import expected_duration
 from batchrunner.prepare import completion_allowance
 from batchrunner.records import Api, Request
@@ -56,16 +56,17 @@ def estimate(
     share = settings.dedupe
     for request in requests:
         result.rows += 1
-        if share or cache is not None:
-            digest = request_digest(request.api, request.body)
-            prefix = int.from_bytes(digest[:8], "big")
-            if share and prefix in seen:
+        if share:
+            key = hash(run_key(request))
+            if key in seen:
                 result.duplicates += 1
                 continue
-            seen.add(prefix)
-            if cache is not None and cache.contains(digest):
-                result.cached += 1
-                continue
+            seen.add(key)
+        if cache is not None and cache.contains(
+            request_digest(request.api, request.body)
+        ):
+            result.cached += 1
+            continue
         result.requests += 1
         result.prompt_tokens += request.prompt_tokens
         result.charged_tokens += request.charged_tokens
@@ -98,7 +99,13 @@ def report(
     result: Estimate, settings: Settings, *, source: str, done: int, output: str
 ) -> str:
     """The dry run's lines for a person; also logged as an ``estimate`` event."""
-    log.info("estimate", extra={"event": "estimate", **asdict(result)})
+    log.info(
+        "estimate: %d requests for %d rows, %d prompt tokens",
+        result.requests,
+        result.rows,
+        result.prompt_tokens,
+        extra={"event": "estimate", **asdict(result)},
+    )
     counter = TokenCounter(settings.model or settings.deployment)
     lines = [
         f"input            {source}: valid",

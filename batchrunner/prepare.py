@@ -13,13 +13,15 @@ import json
 import re
 import string
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchrunner.errors import ConfigError, InputError
 from batchrunner.records import Api, Request, Row
 from batchrunner.settings import Settings
-from batchrunner.templates import PromptTemplate
 from batchrunner.tokens import TokenCounter
+
+if TYPE_CHECKING:
+    from batchrunner.templates import PromptTemplate
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 #: The only request parameters the embeddings operation accepts besides ``input``.
@@ -276,6 +278,8 @@ def _template_file(settings: Settings) -> PromptTemplate | None:
     if settings.input.template:
         msg = "set input.template or input.template_file (--template), not both"
         raise ConfigError(msg)
+    from batchrunner.templates import PromptTemplate  # jinja2 only when asked for
+
     source = settings.sources.get("input.template_file", "default")
     return PromptTemplate(path, source)
 

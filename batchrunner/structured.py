@@ -17,14 +17,14 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-from jsonschema import exceptions as schema_errors
-from jsonschema import validators
+from typing import TYPE_CHECKING, Any
 
 from batchrunner.errors import ConfigError
 from batchrunner.records import Api, ErrorInfo, RowResult
 from batchrunner.settings import Settings
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
 
 #: Azure's limits on ``json_schema.name``.
 _NAME_CHARS = re.compile(r"[^a-zA-Z0-9_-]+")
@@ -81,8 +81,10 @@ class AnswerChecker:
 
     def __init__(self, schema: dict[str, Any] | None) -> None:
         self.schema = schema
-        self._validator = None
+        self._validator: Validator | None = None
         if schema is not None:
+            from jsonschema import validators  # a run without a schema skips it
+
             self._validator = validators.validator_for(schema)(schema)
         properties = (schema or {}).get("properties")
         #: The CSV columns of the answer, in the schema's order.
@@ -117,7 +119,9 @@ class AnswerChecker:
             if isinstance(value, dict):
                 return None
             return "the answer is JSON but not an object"
-        error = schema_errors.best_match(self._validator.iter_errors(value))
+        from jsonschema.exceptions import best_match
+
+        error = best_match(self._validator.iter_errors(value))
         if error is None:
             return None
         return (
@@ -182,9 +186,11 @@ def _checked_schema(wrapper: Any, where: str) -> dict[str, Any]:
         msg = f"{where}: json_schema.name {name!r} must be letters, digits, _ or -"
         raise ConfigError(msg)
     schema = dict(wrapper["schema"])
+    from jsonschema import exceptions, validators
+
     try:
         validators.validator_for(schema).check_schema(schema)
-    except schema_errors.SchemaError as exc:
+    except exceptions.SchemaError as exc:
         msg = f"{where}: not a valid JSON schema at {exc.json_path}: {exc.message}"
         raise ConfigError(msg) from None
     if schema.get("type") != "object":

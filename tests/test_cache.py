@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from batchrunner import cache
 from batchrunner.cli import run
+from batchrunner.records import Api, Request
 from batchrunner.simulator import SimulatorServer
 from tests.test_cli import read_jsonl, write_jsonl
 
@@ -128,3 +130,40 @@ def test_schema_errors_are_not_cached(
     for _ in range(2):
         assert run([str(source), "--cache", cache, "--schema", "s.json"]) == 1
     assert azure_env.ledger.count() == 2
+
+
+def test_requests_differing_in_any_message_are_not_shared(
+    azure_env: SimulatorServer, tmp_path: Path
+) -> None:
+    """The same prompt under another system message is another request."""
+    rows = [
+        {"id": "a", "prompt": "Same?", "system": "Be brief."},
+        {"id": "b", "prompt": "Same?", "system": "Be thorough."},
+        {"id": "c", "prompt": "Same?", "system": "Be brief."},
+    ]
+    source = write_jsonl(tmp_path / "s.jsonl", rows)
+    assert run([str(source)]) == 0
+    assert azure_env.ledger.count() == 2
+    reused = {
+        r["id"]: r.get("reused") for r in read_jsonl(tmp_path / "s.results.jsonl")
+    }
+    assert reused == {"a": None, "b": None, "c": "duplicate"}
+
+
+@pytest.mark.parametrize("sort_from", [1_000, 5])
+def test_repeat_counter_finds_the_repeats(
+    monkeypatch: pytest.MonkeyPatch, sort_from: int
+) -> None:
+    """Counting and sorting find the same repeated requests."""
+    monkeypatch.setattr(cache, "_SORT_FROM", sort_from)
+    counter = cache.RepeatCounter()
+    texts = ["a", "b", "a", "c", "a", "b", "d"]
+    for number, text in enumerate(texts):
+        body = {"messages": [{"role": "user", "content": text}], "temperature": 0}
+        counter.add(Request(str(number), Api.CHAT, body, 0, 0))
+    repeats = counter.repeats()
+    assert sorted(repeats.values()) == [2, 3]
+    again = Request(
+        "x", Api.CHAT, {"messages": [{"role": "user", "content": "a"}]}, 0, 0
+    )
+    assert repeats[hash(cache.run_key(again))] == 3
