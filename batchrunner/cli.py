@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from batchrunner import __version__
 from batchrunner.errors import BatchrunnerError
 from batchrunner.logs import Redactor, configure_logging, wants_json
 from batchrunner.settings import build_settings, environment, find_config
+from batchrunner.structured import with_schema
 
 log = logging.getLogger("batchrunner")
 
@@ -55,6 +57,7 @@ exit status:
 SETTING_FLAGS = (
     "output", "deployment", "api", "concurrency", "rpm", "tpm", "max_attempts",
     "timeout", "limit", "shard", "deadline", "max_cost", "log_format",
+    "schema", "cache", "template_file",
 )  # fmt: skip
 
 
@@ -167,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["text", "json"],
         help="human log lines (default on a terminal) or one JSON object a line",
     )
+    _add_data_options(parser)
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument(
         "-q",
@@ -181,12 +185,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    """Options for evaluations: structured answers, templates, reuse, joining."""
+    add = parser.add_argument
+    add(
+        "--show-config",
+        action="store_true",
+        default=None,
+        help="print the effective settings and where each came from; send nothing",
+    )
+    add(
+        "--schema",
+        metavar="FILE",
+        help="a JSON schema file: answers must match it and land as answer_<field>"
+        " columns (response_format json_schema, strict)",
+    )
+    add(
+        "--template",
+        dest="template_file",
+        metavar="FILE",
+        help="a Jinja2 template file that builds each row's prompt from its columns",
+    )
+    add(
+        "--join",
+        action="store_true",
+        default=None,
+        help="also write <output stem>.joined.<suffix>: the input's columns with the"
+        " results beside them, in input order",
+    )
+    add(
+        "--cache",
+        metavar="DIR",
+        help="keep answers in DIR and reuse them for identical requests in later runs",
+    )
+    add(
+        "--no-dedupe",
+        dest="dedupe",
+        action="store_false",
+        default=None,
+        help="send identical rows each on their own (e.g. to sample several answers)",
+    )
+
+
 def flags_from(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given on the command line (None where a flag is absent)."""
     flags: dict[str, Any] = {name: getattr(args, name) for name in SETTING_FLAGS}
     flags["dry_run"] = args.dry_run
     flags["fresh"] = args.fresh
     flags["simulate"] = args.simulate
+    flags["show_config"] = args.show_config
+    flags["join"] = args.join
+    flags["dedupe"] = args.dedupe
     if args.quiet:
         flags["verbosity"] = -1
     elif args.verbose:
@@ -209,6 +258,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         configure_logging(
             json_lines=json_lines, verbosity=settings.verbosity, redactor=redactor
         )
+        settings = with_schema(settings)
+        if settings.show_config:
+            from batchrunner.showconfig import show_config
+
+            print(show_config(settings, args.input))
+            return 0
         return run_job(args.input, settings, redactor=redactor, json_lines=json_lines)
     except BatchrunnerError as exc:
         _report(exc, redactor)
@@ -229,4 +284,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         code = run(argv)
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        # Whoever read our output left (``--show-config | head``); say no more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     sys.exit(code)

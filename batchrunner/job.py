@@ -21,20 +21,24 @@ from typing import Any
 import anyio
 
 from batchrunner.auth import Auth, open_auth
+from batchrunner.cache import RepeatCounter, open_cache
 from batchrunner.client import AzureCompleter
 from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, ConfigError
+from batchrunner.estimate import estimate, report
+from batchrunner.hooks import RunHooks, run_hooks
 from batchrunner.logs import Redactor
 from batchrunner.plan import select
-from batchrunner.pool import Control, Pool, expected_duration, row_cost
+from batchrunner.pool import Control, Pool
 from batchrunner.prepare import RequestBuilder
 from batchrunner.progress import ProgressDisplay, print_summary
 from batchrunner.reader import open_rows, spool_stdin, validate
 from batchrunner.records import Request, RowResult, to_record
 from batchrunner.resume import read_state
 from batchrunner.settings import Settings, check_ready_to_send, with_overrides
+from batchrunner.structured import checker_for
 from batchrunner.summary import RunStats
 from batchrunner.tokens import TokenCounter
-from batchrunner.validated import input_stamp, remember, validated_rows
+from batchrunner.validated import Validated, input_stamp, recall, remember
 from batchrunner.writer import (
     ResultSink,
     backup_existing,
@@ -86,10 +90,11 @@ def run_job(
 ) -> int:
     """Run the job on *input_arg* with *settings*; return the exit code."""
     with open_source(input_arg) as source:
+        checker = checker_for(settings)  # a bad schema fails before the input is read
         if settings.simulate and not settings.deployment:
             settings = with_overrides(settings, deployment=SIMULATED_DEPLOYMENT)
         output = Path(settings.output) if settings.output else default_output(input_arg)
-        rows = _validate(source, settings, output, input_arg)
+        found = _validate(source, settings, output, input_arg)
         if settings.dry_run:
             return _dry_run(source, settings, output)
         check_ready_to_send(settings)
@@ -97,22 +102,42 @@ def run_job(
         if settings.fresh:
             for backup in backup_existing(output):
                 log.info("kept the earlier results as %s", backup)
-        return _send(source, settings, output, rows, redactor, json_lines)
+        hooks = run_hooks(settings, checker, found.repeats)
+        code = _send(source, settings, output, found.rows, redactor, json_lines, hooks)
+        if settings.join:
+            _join(source, settings, output)
+        return code
 
 
-def _validate(source: Source, settings: Settings, output: Path, input_arg: str) -> int:
-    """Check every row before anything is sent (unless this input already passed)."""
+def _join(source: Source, settings: Settings, output: Path) -> None:
+    from batchrunner.join import write_joined  # pandas only when asked for
+
+    joined = write_joined(source.path, source.name, settings, output)
+    log.info("results joined to the input in %s", joined, extra={"event": "joined"})
+
+
+def _validate(
+    source: Source, settings: Settings, output: Path, input_arg: str
+) -> Validated:
+    """
+    Check every row before anything is sent, counting repeated requests (for
+    pay-once); an input that already passed, unchanged, is not read again.
+    """
     stamp = None if input_arg == "-" else input_stamp(source.path, settings)
-    if stamp is None or settings.fresh:
-        return validate(source.path, settings, name=source.name).rows
-    rows = validated_rows(output, stamp)
-    if rows is not None:
-        log.debug("input unchanged since it was validated: %d rows", rows)
-        return rows
-    rows = validate(source.path, settings, name=source.name).rows
-    if not settings.dry_run:
-        remember(output, stamp, rows)
-    return rows
+    counting = settings.dedupe and not settings.dry_run
+    if stamp is not None and not settings.fresh:
+        known = recall(output, stamp)
+        if known is not None and (known.repeats is not None or not counting):
+            log.debug("input unchanged since it was validated: %d rows", known.rows)
+            return known
+    counter = RepeatCounter() if counting else None
+    observe = counter.add if counter is not None else None
+    report = validate(source.path, settings, name=source.name, observe=observe)
+    log.debug("input ok: %d rows", report.rows)
+    found = Validated(report.rows, counter.repeats() if counter is not None else None)
+    if stamp is not None and not settings.dry_run:
+        remember(output, stamp, found)
+    return found
 
 
 def _counter_for(settings: Settings) -> TokenCounter:
@@ -167,32 +192,12 @@ def _count_plan(
 
 def _dry_run(source: Source, settings: Settings, output: Path) -> int:
     done = read_state(output).done_ids if not settings.fresh else set()
-    price = settings.price_for(None)
-    counter = _counter_for(settings)
-    requests = prompt = charged = 0
-    completion_bound = 0
-    cost = 0.0
-    for request in _planned_requests(source, settings, done):
-        requests += 1
-        prompt += request.prompt_tokens
-        charged += request.charged_tokens
-        completion_bound += request.charged_tokens - request.prompt_tokens
-        cost += row_cost(request, price, settings)
-    duration = expected_duration(charged, requests, settings)
-    lines = [
-        f"input            {source.name}: valid",
-        f"rows to send     {requests:,} ({len(done):,} already done in {output})",
-        f"prompt tokens    {prompt:,}"
-        + ("" if counter is None or counter.exact else " (estimated: 4 chars a token)"),
-        f"completion bound {completion_bound:,} (max_tokens × n)",
-        f"quota charge     {charged:,} tokens",
-        "expected cost    "
-        + (f"≤ ${cost:,.4f}" if price else "unknown: no price for this model"),
-        "expected time    "
-        + (f"≥ {duration:,.0f} s under the given --tpm/--rpm" if duration else
-           "no --tpm/--rpm given"),
-    ]  # fmt: skip
-    print("\n".join(lines))
+    cache = open_cache(settings, create=False)
+    figures = estimate(_planned_requests(source, settings, done), settings, cache)
+    lines = report(
+        figures, settings, source=source.name, done=len(done), output=str(output)
+    )
+    print(lines)
     return EXIT_OK
 
 
@@ -227,6 +232,7 @@ def _send(
     rows: int,
     redactor: Redactor,
     json_lines: bool,
+    hooks: RunHooks | None = None,
 ) -> int:
     state = read_state(output)
     planned, skipped = _count_plan(source, settings, state.done_ids, rows)
@@ -241,7 +247,7 @@ def _send(
         redactor.add(live.api_key)
         requests = _planned_requests(source, live, state.done_ids)
         control = anyio.run(
-            _run_pool, live, requests, output, stats, redactor, json_lines
+            _run_pool, live, requests, output, stats, redactor, json_lines, hooks
         )
     summary = _finish(stats, control, time.monotonic() - started, output)
     print_summary(summary, json_lines=json_lines)
@@ -257,11 +263,12 @@ async def _run_pool(
     stats: RunStats,
     redactor: Redactor,
     json_lines: bool,
+    hooks: RunHooks | None = None,
 ) -> Control:
     # Fetched tokens join the redactor as they come (the first one before any row).
     async with open_auth(settings, on_secret=redactor.add) as auth:
         return await _run_pool_with(
-            auth, settings, requests, output, stats, redactor, json_lines
+            auth, settings, requests, output, stats, redactor, json_lines, hooks
         )
 
 
@@ -273,6 +280,7 @@ async def _run_pool_with(
     stats: RunStats,
     redactor: Redactor,
     json_lines: bool,
+    hooks: RunHooks | None,
 ) -> Control:
     for secret in auth.secrets:
         redactor.add(secret)
@@ -283,9 +291,15 @@ async def _run_pool_with(
         api_key=auth.api_key,
         token_provider=auth.token_provider,
     )
-    sink = open_sink(output)
+    checker = hooks.checker if hooks is not None else None
+    sink = open_sink(output, checker.columns if checker is not None else ())
     bar = not json_lines and settings.verbosity >= 0 and sys.stderr.isatty()
-    progress = ProgressDisplay(stats.rows_planned, bar=bar)
+    progress = ProgressDisplay(
+        stats.rows_planned,
+        bar=bar,
+        tpm=settings.tpm,
+        interval=settings.progress_interval,
+    )
     pool = Pool(
         completer,
         settings,
@@ -293,6 +307,7 @@ async def _run_pool_with(
         stats=stats,
         on_progress=progress.update,
         on_unauthorized=auth.on_unauthorized,
+        hooks=hooks,
     )
     try:
         return await pool.run(requests)

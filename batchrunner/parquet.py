@@ -41,6 +41,7 @@ from batchrunner.writer import (
 
 log = logging.getLogger("batchrunner.writer")
 
+ANSWER_KEY = b'"answer":{'
 # Parquet is rendered in slices this big, so that memory stays bounded however long
 # the journal grows.
 _RENDER_BYTES = 32 << 20
@@ -141,9 +142,10 @@ def render_parquet(journal: Path, output: Path) -> None:
     columns), the second converts those lines slice by slice. The file is replaced
     atomically, so a crash leaves the previous rendering.
     """
-    last, inputs = _render_plan(journal)
+    last, answers, inputs = _render_plan(journal)
     schema = pa.schema(
         [pa.field(name, _fixed_type(name)) for name in FIXED_COLUMNS]
+        + [pa.field(name, _input_type(kinds)) for name, kinds in answers.items()]
         + [pa.field(name, _input_type(kinds)) for name, kinds in inputs.items()]
     )
     nested = _nested_schema(schema)
@@ -156,21 +158,33 @@ def render_parquet(journal: Path, output: Path) -> None:
     replace_atomically(output, fill)
 
 
-def _render_plan(journal: Path) -> tuple[dict[str, int], dict[str, set[type]]]:
-    """Each id's last line number, and the value types seen in each input column."""
+Kinds = dict[str, set[type]]
+
+
+def _render_plan(journal: Path) -> tuple[dict[str, int], Kinds, Kinds]:
+    """Each id's last line, and the value types seen in each answer and input column."""
     last: dict[str, int] = {}
-    inputs: dict[str, set[type]] = {}
+    answers: Kinds = {}
+    inputs: Kinds = {}
     for number, line in jsonl_lines(journal):
         found = _id_and_input(line)
         if found is None:
             continue
         row_id, given = found
         last[row_id] = number
-        for column, value in given.items():
-            kinds = inputs.setdefault(f"input_{column}", set())
-            if value is not None:
-                kinds.add(type(value))
-    return last, inputs
+        _note_kinds(inputs, "input_", given)
+        if ANSWER_KEY in line:  # only structured runs pay for a full parse
+            answer = (parse_record(line) or {}).get("answer")
+            if isinstance(answer, dict):
+                _note_kinds(answers, "answer_", answer)
+    return last, answers, inputs
+
+
+def _note_kinds(kinds: Kinds, prefix: str, values: dict[str, Any]) -> None:
+    for column, value in values.items():
+        seen = kinds.setdefault(prefix + column, set())
+        if value is not None:
+            seen.add(type(value))
 
 
 def _id_and_input(line: bytes) -> tuple[str, dict[str, Any]] | None:

@@ -15,6 +15,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 from anyio.streams.memory import (
@@ -71,6 +72,16 @@ class _Abandoned(Exception):
     """A row left unsent because the run is stopping (it gets no record)."""
 
 
+class RowHooks(Protocol):
+    """What a run does around each row (see ``batchrunner.hooks``)."""
+
+    async def before(self, request: Request) -> RowResult | None:
+        """A result that needs no request (e.g. a cached answer), or None to send."""
+
+    def after(self, request: Request, result: RowResult | None) -> RowResult | None:
+        """*result* (None: abandoned) as it is to be recorded; called in any case."""
+
+
 def row_cost(
     request: Request, price: tuple[float, float] | None, settings: Settings
 ) -> float:
@@ -98,6 +109,7 @@ class Pool:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], float] = time.monotonic,
         on_unauthorized: Callable[[], Awaitable[bool]] | None = None,
+        hooks: RowHooks | None = None,
     ) -> None:
         self.completer = completer
         self.settings = settings
@@ -114,6 +126,7 @@ class Pool:
         self.on_unauthorized = on_unauthorized
         #: Rows that already got a new token after a 401: a second one stops the run.
         self._refreshed_rows: set[str] = set()
+        self.hooks = hooks
         self.control = Control()
         self._sleep = sleep
         self._clock = clock
@@ -193,7 +206,7 @@ class Pool:
                 cost = row_cost(request, self._price, self.settings)
                 self._reserved_cost += cost
                 try:
-                    result = await self._process(request)
+                    result = await self._handle(request)
                 finally:
                     self._reserved_cost -= cost
                     self._refreshed_rows.discard(request.row_id)
@@ -221,6 +234,20 @@ class Pool:
                     self.on_progress(self.stats)
 
     # --- one row ----------------------------------------------------------------
+
+    async def _handle(self, request: Request) -> RowResult | None:
+        hooks = self.hooks
+        if hooks is None:
+            return await self._process(request)
+        result: RowResult | None = None
+        try:
+            # A reused answer skips the pacer as well: nothing is sent for it.
+            result = await hooks.before(request)
+            if result is None:
+                result = await self._process(request)
+        finally:
+            result = hooks.after(request, result)
+        return result
 
     async def _process(self, request: Request) -> RowResult | None:
         attempts = 0

@@ -13,12 +13,15 @@ import json
 import re
 import string
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchrunner.errors import ConfigError, InputError
 from batchrunner.records import Api, Request, Row
 from batchrunner.settings import Settings
 from batchrunner.tokens import TokenCounter
+
+if TYPE_CHECKING:
+    from batchrunner.templates import PromptTemplate
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 #: The only request parameters the embeddings operation accepts besides ``input``.
@@ -110,6 +113,8 @@ class RequestBuilder:
         self._system = columns.system or None
         self._template = columns.template or None
         self._template_fields = template_fields(columns.template or "")
+        #: The Jinja2 template file, when set: it builds every row's prompt text.
+        self.template = _template_file(settings)
         self._params = _request_params(settings.api, settings.request)
         self._completion_allowance = completion_allowance(
             settings.api, settings.request
@@ -170,7 +175,12 @@ class RequestBuilder:
         return self._text(row)
 
     def _text(self, row: Row) -> str:
-        """The prompt text: the prompt column, else the template."""
+        """The prompt text: the template file, else the prompt column or template."""
+        if self.template is not None:
+            try:
+                return self.template.render(row.fields)
+            except ValueError as exc:
+                raise self._error(row, None, str(exc)) from None
         value = row.fields.get(self._prompt_column)
         if not _is_blank(value):
             if not isinstance(value, str):
@@ -259,6 +269,19 @@ class RequestBuilder:
 
     def _error(self, row: Row, column_name: str | None, problem: str) -> CellError:
         return CellError(self.path, row.line, column_name, problem)
+
+
+def _template_file(settings: Settings) -> PromptTemplate | None:
+    path = settings.input.template_file
+    if not path:
+        return None
+    if settings.input.template:
+        msg = "set input.template or input.template_file (--template), not both"
+        raise ConfigError(msg)
+    from batchrunner.templates import PromptTemplate  # jinja2 only when asked for
+
+    source = settings.sources.get("input.template_file", "default")
+    return PromptTemplate(path, source)
 
 
 def completion_allowance(api: Api, request: Mapping[str, Any]) -> int:

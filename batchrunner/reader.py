@@ -18,14 +18,14 @@ import os
 import shutil
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from batchrunner.errors import InputError
 from batchrunner.prepare import CellError, RequestBuilder, json_type, template_fields
-from batchrunner.records import Api, Row
+from batchrunner.records import Api, Request, Row
 from batchrunner.settings import InputSettings, Settings
 
 if TYPE_CHECKING:
@@ -336,13 +336,20 @@ def _csv_error(path: str, start: int, line: int, exc: csv.Error) -> InputError:
 # --- validation -------------------------------------------------------------
 
 
-def validate(path: str, settings: Settings, *, name: str | None = None) -> InputReport:
+def validate(
+    path: str,
+    settings: Settings,
+    *,
+    name: str | None = None,
+    observe: Callable[[Request], None] | None = None,
+) -> InputReport:
     """
     Read the whole input once and raise its first problem as an ``InputError``.
 
     Each row goes through the ``RequestBuilder`` that sending uses, so a file that
-    validates builds a request for every row. *name* stands for *path* in
-    messages. A template the settings cannot use is a ``ConfigError``.
+    validates builds a request for every row; *observe*, when given, sees each
+    request. *name* stands for *path* in messages. A template the settings cannot
+    use is a ``ConfigError``.
     """
     shown = name or path
     builder = RequestBuilder(settings, path=shown)
@@ -351,10 +358,15 @@ def validate(path: str, settings: Settings, *, name: str | None = None) -> Input
     header = None
     if kind == "csv":
         header, line = read_header(path, shown)
-        _check_header(header, line, settings, shown)
+        if builder.template is not None:
+            builder.template.check_columns(header, f"the header of {shown}:{line}")
+        else:
+            _check_header(header, line, settings, shown)
     try:
         rows = open_rows(path, settings.input, name=name)
-        return _validate_rows(rows, builder, header, settings.input.id_column)
+        return _validate_rows(
+            rows, builder, header, settings.input.id_column, observe
+        )
     except CellError as exc:
         raise _located(exc, path, header) from None
 
@@ -371,6 +383,7 @@ def _validate_rows(
     builder: RequestBuilder,
     header: list[str] | None,
     id_column: str,
+    observe: Callable[[Request], None] | None = None,
 ) -> InputReport:
     first_line: dict[str, int] = {}
     columns = dict.fromkeys(header or ())
@@ -382,7 +395,9 @@ def _validate_rows(
         first = first_line.setdefault(row.id, row.line)
         if first != row.line:
             raise _duplicate(builder.path, id_column, row, first)
-        builder.build(row)
+        request = builder.build(row)
+        if observe is not None:
+            observe(request)
     return InputReport(rows=count, columns=list(columns))
 
 

@@ -140,13 +140,18 @@ class RowResult:
     latency_ms: int | None
     request_id: str | None
     passthrough: dict[str, Any] = field(default_factory=dict)
+    #: The parsed structured answer (``response_format`` with a JSON schema).
+    answer: Any = None
+    #: ``"cache"`` or ``"duplicate"`` when the reply was reused, not paid for now.
+    reused: str | None = None
 
 
 def to_record(result: RowResult) -> dict[str, Any]:
     """
     The JSONL results record of *result*, with the contract's keys.
 
-    Input columns that are carried through sit under ``input``.
+    Input columns that are carried through sit under ``input`` (last: the Parquet
+    renderer relies on it), a structured answer under ``answer``.
     """
     record: dict[str, Any] = {"id": result.id, "status": result.status}
     reply = result.reply
@@ -155,10 +160,14 @@ def to_record(result: RowResult) -> dict[str, Any]:
             record["embedding"] = reply.embedding
         else:
             record["output"] = reply.output
+        if result.answer is not None:
+            record["answer"] = result.answer
         record["finish_reason"] = reply.finish_reason
         record["usage"] = reply.usage.as_dict()
         record["model"] = reply.model
     record["attempts"] = result.attempts
+    if result.reused is not None:
+        record["reused"] = result.reused
     record["latency_ms"] = result.latency_ms
     record["request_id"] = result.request_id
     if result.error is not None:

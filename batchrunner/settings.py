@@ -73,6 +73,9 @@ class InputSettings:
     template: str | None = None
     #: A system message for every row that has no ``system`` column of its own.
     system: str | None = None
+    #: A Jinja2 template file that builds the prompt of every row without messages
+    #: (few-shot examples, loops); see ``batchrunner.templates``.
+    template_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,18 @@ class Settings:
     prices: Mapping[str, tuple[float, float]] = field(
         default_factory=lambda: dict(DEFAULT_PRICES)
     )
+    #: Print the effective settings, each with its source, and exit.
+    show_config: bool = False
+    #: A JSON schema file: answers must match it (``request.response_format``).
+    schema: str | None = None
+    #: Also write the results joined to the input's columns, in input order.
+    join: bool = False
+    #: A directory of stored answers that later runs reuse for identical requests.
+    cache: str | None = None
+    #: Send identical requests of one run once and share the answer.
+    dedupe: bool = True
+    #: Seconds between progress events when there is no progress bar.
+    progress_interval: float = 10.0
     #: Where each value came from: ``flag``, ``env NAME``, ``file PATH``, ``default``.
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -326,8 +341,16 @@ SCALARS: dict[str, Any] = {
     "max_retry_wait": _positive_float,
     "max_backoff": _positive_float,
     "auth": parse_auth,
+    "show_config": parse_bool,
+    "schema": _text,
+    "join": parse_bool,
+    "cache": _text,
+    "dedupe": parse_bool,
+    "progress_interval": _positive_float,
 }
 SECTIONS = ("input", "request", "prices")
+#: ``input.*`` settings that also have a flag and a ``BATCHRUNNER_<KEY>`` variable.
+INPUT_SCALARS: dict[str, Any] = {"template_file": _text}
 
 #: The SDK's own variables, read the way the SDK reads them.
 SDK_ENVIRONMENT = {
@@ -436,7 +459,29 @@ def build_settings(
     for key in Settings.__dataclass_fields__:
         sources.setdefault(key, "default")
     sources.pop("sources", None)
+    _section_sources(file_data, str(config_path), sources)
+    _apply_input_scalars(values)
     return Settings(**values, sources=sources)
+
+
+def _section_sources(data: dict[str, Any], path: str, sources: dict[str, str]) -> None:
+    """Name the settings file as the source of each key in its sections."""
+    for section in SECTIONS:
+        raw = data.get(section)
+        if isinstance(raw, dict):
+            for name in raw:
+                sources.setdefault(f"{section}.{name}", f"file {path}")
+
+
+def _apply_input_scalars(values: dict[str, Any]) -> None:
+    """Fold ``input.<key>`` values from flags and the environment into ``input``."""
+    changes = {
+        key: values.pop(f"input.{key}")
+        for key in INPUT_SCALARS
+        if f"input.{key}" in values
+    }
+    if changes:
+        values["input"] = replace(values.get("input", InputSettings()), **changes)
 
 
 Layer = dict[str, tuple[Any, str]]
@@ -470,6 +515,10 @@ def _environment_layer(environ: Mapping[str, str]) -> Layer:
         var = f"BATCHRUNNER_{key.upper()}"
         if environ.get(var):
             layer[key] = (_parse_scalar(key, environ[var], var), f"env {var}")
+    for key, parse in INPUT_SCALARS.items():
+        var = f"BATCHRUNNER_{key.upper()}"
+        if environ.get(var):
+            layer[f"input.{key}"] = (parse(environ[var]), f"env {var}")
     # The SDK's own variables win over ours when both are set, as the SDK reads them.
     for key, var in SDK_ENVIRONMENT.items():
         if environ.get(var):
@@ -488,11 +537,15 @@ def _environment_layer(environ: Mapping[str, str]) -> Layer:
 
 
 def _flag_layer(flags: Mapping[str, Any]) -> Layer:
-    return {
+    layer = {
         key: (_parse_scalar(key, raw, "--" + key.replace("_", "-")), "flag")
         for key, raw in flags.items()
-        if raw is not None
+        if raw is not None and key not in INPUT_SCALARS
     }
+    for key, parse in INPUT_SCALARS.items():
+        if flags.get(key) is not None:
+            layer[f"input.{key}"] = (parse(flags[key]), "flag")
+    return layer
 
 
 def find_config(explicit: str | None, cwd: Path) -> Path | None:

@@ -17,6 +17,10 @@ requests and ``tpm * window / 60`` tokens fit in it. As on Azure,
 ``x-ratelimit-limit-tokens`` is the per-minute TPM and ``x-ratelimit-limit-requests``
 the per-window count; both ``remaining`` headers say what still fits in the window.
 
+A request with a ``json_schema`` ``response_format`` gets a deterministic JSON
+answer that matches the schema (``BADJSON`` / ``BADSCHEMA`` in the prompt break it,
+see ``batchrunner.schemagen``).
+
 Run it alone with ``python -m batchrunner.simulator --port 8000``.
 """
 
@@ -46,6 +50,7 @@ import bpe_openai
 import numpy as np
 from aiohttp import web
 
+from batchrunner.schemagen import structured_text
 from batchrunner.tokens import TokenCounter, encoding_name_for
 
 Json = dict[str, Any]
@@ -586,6 +591,36 @@ def _generate(
     return text, tokens, "length" if cut else "stop"
 
 
+def _response_format(body: Json) -> Json | None:
+    """The JSON answer format asked for, or None for text; a 400 when malformed."""
+    value = body.get("response_format")
+    if value is None or (isinstance(value, Mapping) and value.get("type") == "text"):
+        return None
+    if not isinstance(value, Mapping) or value.get("type") not in (
+        "json_object",
+        "json_schema",
+    ):
+        msg = "Invalid value for 'response_format.type': expected one of 'text',"
+        raise _Reject(f"{msg} 'json_object' or 'json_schema'.", "response_format")
+    if value["type"] == "json_schema":
+        wrapper = value.get("json_schema")
+        if not isinstance(wrapper, Mapping) or not isinstance(
+            wrapper.get("schema"), Mapping
+        ):
+            msg = "Missing required parameter: 'response_format.json_schema'."
+            raise _Reject(msg, "response_format")
+    return dict(value)
+
+
+def _generate_json(
+    model: str, prompt: str, index: int, max_tokens: int, response_format: Json
+) -> tuple[str, int, str]:
+    """(JSON text, tokens, finish_reason) of one choice of a structured answer."""
+    text = structured_text(response_format, prompt, index)
+    text, tokens, cut = _fit(model, text, max_tokens or None)
+    return text, tokens, "length" if cut else "stop"
+
+
 def _plan_chat(body: Json, model: str) -> _Plan:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -596,14 +631,18 @@ def _plan_chat(body: Json, model: str) -> _Plan:
     max_tokens = _max_tokens(body, 0)
     prompt_tokens = _counter(model).count_chat(messages)
     question = _content_text(messages[-1].get("content"))
+    response_format = _response_format(body)
+
+    def choice(prompt: str, index: int) -> tuple[str, int, str]:
+        if response_format is not None:
+            return _generate_json(model, prompt, index, max_tokens, response_format)
+        return _generate("chat", model, prompt, index, max_tokens, question)
 
     def build(call: _Call, model: str, redact: bool) -> Json:
         choices, completion_tokens = [], 0
         filters = _REDACTED_FILTER if redact else _OUTPUT_FILTER
         for index in range(n):
-            text, tokens, finish = _generate(
-                "chat", model, call.prompt, index, max_tokens, question
-            )
+            text, tokens, finish = choice(call.prompt, index)
             # A redacted answer is withheld whole.
             content = None if redact else text
             completion_tokens += 0 if redact else tokens

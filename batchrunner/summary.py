@@ -38,6 +38,10 @@ class RunStats:
     rows_skipped: int = 0
     rows_ok: int = 0
     rows_failed: int = 0
+    #: Ok rows answered without a request: from ``--cache``, or an identical
+    #: request of this run. Their tokens and cost are not this run's.
+    rows_cached: int = 0
+    rows_shared: int = 0
     requests: int = 0
     retries: int = 0
     throttled: int = 0
@@ -66,6 +70,9 @@ class RunStats:
         """Fold one finished row into the counters."""
         if result.status == "ok" and result.reply is not None:
             self.rows_ok += 1
+            if result.reused is not None:
+                self._note_reused(result.reused)
+                return
             usage = result.reply.usage
             self.prompt_tokens += usage.prompt_tokens
             self.completion_tokens += usage.completion_tokens
@@ -82,6 +89,12 @@ class RunStats:
                 self.error_examples.setdefault(kind, f"row {result.id}: {err.message}")
         if result.latency_ms is not None:
             self.latencies_ms.append(result.latency_ms)
+
+    def _note_reused(self, how: str) -> None:
+        if how == "cache":
+            self.rows_cached += 1
+        else:
+            self.rows_shared += 1
 
     def _add_cost(self, result: RowResult, settings: Settings) -> None:
         assert result.reply is not None
@@ -105,6 +118,8 @@ class RunStats:
             "rows_ok": self.rows_ok,
             "rows_failed": self.rows_failed,
             "rows_skipped": self.rows_skipped,
+            "rows_cached": self.rows_cached,
+            "rows_shared": self.rows_shared,
             "rows_not_done": max(0, self.rows_planned - done),
             "requests": self.requests,
             "retries": self.retries,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,22 +50,38 @@ def input_stamp(path: str, settings: Settings) -> dict[str, Any] | None:
     }
 
 
-def validated_rows(output: Path, stamp: dict[str, Any]) -> int | None:
-    """The row count recorded when this very input was validated, else None."""
+@dataclass(frozen=True)
+class Validated:
+    """What validating an input found: its rows, and its repeated requests."""
+
+    rows: int
+    #: Stable hash of a repeated request → how many rows share it (None: not counted).
+    repeats: dict[int, int] | None = None
+
+
+def recall(output: Path, stamp: dict[str, Any]) -> Validated | None:
+    """What was found when this very input was validated, else None."""
     try:
         saved = json.loads(stamp_path(output).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(saved, dict) or saved.get("stamp") != stamp:
         return None
-    rows = saved.get("rows")
-    return rows if isinstance(rows, int) else None
+    rows, repeats = saved.get("rows"), saved.get("repeats")
+    if not isinstance(rows, int):
+        return None
+    if isinstance(repeats, list):
+        return Validated(rows, {int(key): int(count) for key, count in repeats})
+    return Validated(rows)
 
 
-def remember(output: Path, stamp: dict[str, Any], rows: int) -> None:
-    """Record that the input of *stamp* validated, with *rows* rows."""
+def remember(output: Path, stamp: dict[str, Any], found: Validated) -> None:
+    """Record that the input of *stamp* validated, and what was found."""
     path = stamp_path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"stamp": stamp, "rows": rows}), encoding="utf-8")
+    saved: dict[str, Any] = {"stamp": stamp, "rows": found.rows}
+    if found.repeats is not None:
+        saved["repeats"] = sorted(found.repeats.items())
+    tmp.write_text(json.dumps(saved), encoding="utf-8")
     tmp.replace(path)

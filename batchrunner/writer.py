@@ -32,7 +32,8 @@ if sys.platform != "win32":
 
 log = logging.getLogger("batchrunner.writer")
 
-#: The flat columns of CSV and Parquet results, in order; ``input_<col>`` ones follow.
+#: The flat columns of CSV and Parquet results, in order; ``answer_<field>`` ones (a
+#: structured answer) follow, then ``input_<col>`` ones.
 FIXED_COLUMNS: tuple[str, ...] = (
     "id",
     "status",
@@ -52,13 +53,15 @@ FIXED_COLUMNS: tuple[str, ...] = (
     "error_status_code",
     "error_code",
     "error_message",
+    # Added later: last, so existing column positions hold.
+    "reused",
 )
 INT_COLUMNS = frozenset(
     {name for name in FIXED_COLUMNS if name.startswith("usage_")}
     | {"attempts", "latency_ms", "error_status_code"}
 )
 FORMATS = (".jsonl", ".csv", ".parquet")
-NESTED = ("usage", "error", "input")
+NESTED = ("usage", "error", "answer", "input")
 _SCAN_CHUNK = 1 << 16
 # csv's default 128 KiB field limit is smaller than a long answer or a large embedding.
 _CSV_FIELD_LIMIT = 2**31 - 1
@@ -91,18 +94,21 @@ def results_format(path: Path) -> str:
     return suffix
 
 
-def open_sink(path: Path) -> ResultSink:
-    """A sink appending to *path* in the format its suffix names."""
+def open_sink(path: Path, answer_columns: Sequence[str] = ()) -> ResultSink:
+    """
+    A sink appending to *path* in the format its suffix names.
+
+    *answer_columns* (``answer_<field>``, from the response schema) are the CSV
+    columns a structured answer needs even when the first rows have none.
+    """
     kind = results_format(path)
     if kind == ".parquet":
         from batchrunner.parquet import ParquetSink  # pyarrow only when asked for
 
         return ParquetSink(path)
-    sinks: dict[str, Callable[[Path], ResultSink]] = {
-        ".jsonl": JsonlSink,
-        ".csv": CsvSink,
-    }
-    return sinks[kind](path)
+    if kind == ".csv":
+        return CsvSink(path, answer_columns)
+    return JsonlSink(path)
 
 
 def summary_path(output: Path) -> Path:
@@ -195,6 +201,8 @@ def unflatten_record(row: Mapping[str, Any]) -> dict[str, Any]:
         record["usage"] = usage
     if any(value is not None for value in groups["error"].values()):
         record["error"] = groups["error"]
+    if any(value is not None for value in groups["answer"].values()):
+        record["answer"] = groups["answer"]
     if groups["input"]:
         record["input"] = groups["input"]
     return record
@@ -511,9 +519,10 @@ def _ends_with_newline(path: Path) -> bool:
 class CsvSink(_Sink):
     """Results as CSV, flattened: ``usage_*``, ``error_*`` and ``input_*`` columns."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, answer_columns: Sequence[str] = ()) -> None:
         self.path = path
         self._header: list[str] | None = None
+        self._answers = list(answer_columns)
         self._warned = False
         self._open(self._measure)
 
@@ -531,10 +540,14 @@ class CsvSink(_Sink):
         rows = [flatten_record(record) for record in records]
         text = io.StringIO()
         if self._header is None:
+            answers = dict.fromkeys(self._answers)
+            answers.update(
+                dict.fromkeys(k for row in rows for k in row if k.startswith("answer_"))
+            )
             inputs = dict.fromkeys(
                 k for row in rows for k in row if k.startswith("input_")
             )
-            self._header = [*FIXED_COLUMNS, *inputs]
+            self._header = [*FIXED_COLUMNS, *answers, *inputs]
             csv.writer(text, lineterminator="\n").writerow(self._header)
         self._warn_dropped(rows, self._header)
         _write_csv_rows(text, self._header, rows)

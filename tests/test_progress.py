@@ -1,0 +1,146 @@
+"""
+What a person watching sees: the live display on a terminal, progress events off
+one, and the summary table.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import pty
+import re
+import struct
+import subprocess
+import termios
+from pathlib import Path
+
+import pytest
+
+from batchrunner.cli import run
+from batchrunner.errors import ApiFailure
+from batchrunner.progress import print_summary
+from batchrunner.records import ErrorInfo, Reply, RowResult, Usage
+from batchrunner.settings import Settings
+from batchrunner.simulator import SimulatorServer
+from batchrunner.summary import RunStats
+from tests.conftest import PYTHON, child_env
+from tests.test_cli import prompts, write_jsonl
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
+
+
+def _run_in_terminal(args: list[str], env: dict[str, str], cwd: Path) -> str:
+    """Run batchrunner with a pseudo-terminal as stdout and stderr; all it wrote."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    with subprocess.Popen(
+        [PYTHON, "-m", "batchrunner", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+        cwd=cwd,
+    ) as child:
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert child.wait(timeout=60) == 0
+    os.close(leader)
+    return _ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))
+
+
+def test_live_progress_under_a_terminal(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    """On a terminal, the display's counters move from the first rows to the total."""
+    simulator.config.latency = 0.03
+    rows = [*prompts(24), {"id": "retried", "prompt": "x [[sim:429]]"}]
+    source = write_jsonl(tmp_path / "p.jsonl", rows)
+    env = child_env(simulator, TERM="xterm-256color", COLUMNS="200", LINES="50")
+    screen = _run_in_terminal(
+        [str(source), "--concurrency", "2", "--tpm", "900000"], env, tmp_path
+    )
+    done = {int(m) for m in re.findall(r"rows\s.*?(\d+)/25\b", screen)}
+    assert 25 in done
+    assert done & set(range(1, 25)), "no count short of the total was shown"
+    assert "rows/s" in screen
+    assert re.search(r"tok/min of 900\.0k", screen)
+    assert "retries 1 · 429s 1" in screen
+    assert "batchrunner summary" in screen
+    assert re.search(r"rows ok\s+25", screen)
+
+
+def test_json_progress_lines_parse(
+    azure_env: SimulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Off a terminal, progress events are JSON lines carrying the counters."""
+    monkeypatch.setenv("BATCHRUNNER_PROGRESS_INTERVAL", "0.001")
+    rows = [*prompts(20), {"id": "bad", "prompt": "BLOCKME"}]
+    source = write_jsonl(tmp_path / "j.jsonl", rows)
+    assert run([str(source), "--concurrency", "2", "--log-format", "json"]) == 1
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress
+    done = [e["rows_done"] for e in progress]
+    assert done == sorted(done)
+    last = progress[-1]
+    assert last["rows_done"] == last["rows_total"] == 21
+    assert last["rows_ok"] == 20
+    assert last["rows_failed"] == 1
+    for key in ("retries", "throttled", "tokens_per_minute", "rows_per_second"):
+        assert isinstance(last[key], int | float)
+    assert last["eta_seconds"] == 0
+
+
+def _result(row_id: str, ok: bool, latency: int) -> RowResult:
+    usage = Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15)
+    reply = Reply("hi", None, "stop", usage, "gpt-4o-mini", "req", latency)
+    error = ErrorInfo("BadRequestError", 400, "content_filter", "filtered " * 40)
+    return RowResult(
+        id=row_id,
+        status="ok" if ok else "error",
+        reply=reply if ok else None,
+        error=None if ok else error,
+        attempts=1,
+        latency_ms=latency,
+        request_id="req",
+    )
+
+
+def test_summary_table_shows_the_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """The table has counts, tokens, cost, throughput, latencies and error examples."""
+    stats = RunStats(rows_planned=20, rows_skipped=3)
+    settings = Settings()
+    for i in range(20):
+        stats.note_attempt(
+            ApiFailure(kind="x", message="", status_code=429) if i else None
+        )
+        stats.add(_result(str(i), ok=i % 10 != 0, latency=100 + i), settings)
+    stream = io.StringIO()
+    print_summary(stats.as_dict(elapsed=4.0), json_lines=False, stream=stream)
+    text = stream.getvalue()
+    for pattern in (
+        r"rows ok\s+18",
+        r"rows failed\s+2",
+        r"rows skipped \(done before\)\s+3",
+        r"requests / retries / 429s\s+20 / 0 / 19",
+        r"tokens in / out\s+180 / 90",
+        r"estimated cost\s+\$0\.000081",
+        r"throughput\s+5\.0 rows/s, 4,050 tokens/min",
+        r"latency p50 / p95\s+109 ms / 118 ms",
+        r"error 400 content_filter\s+2 × e\.g\. row 0: filtered",
+    ):
+        assert re.search(pattern, text), pattern
+    assert "…" in text  # the long example is cut
