@@ -12,7 +12,7 @@ import logging
 import secrets
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +21,11 @@ from typing import Any
 import anyio
 
 from batchrunner.auth import open_auth
+from batchrunner.claim import for_shard, hold_output
 from batchrunner.client import AzureCompleter
-from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, ConfigError
-from batchrunner.logs import Redactor
+from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, ConfigError, RunStopped
+from batchrunner.logs import RUN_CONTEXT, Redactor
+from batchrunner.outputs import Output, peek
 from batchrunner.plan import select
 from batchrunner.pool import Control, Pool, expected_duration, row_cost
 from batchrunner.prepare import RequestBuilder
@@ -31,18 +33,23 @@ from batchrunner.progress import ProgressDisplay, print_summary
 from batchrunner.reader import open_rows, spool_stdin, validate
 from batchrunner.records import Request, RowResult, to_record
 from batchrunner.resume import read_state
-from batchrunner.settings import Settings, check_ready_to_send, with_overrides
+from batchrunner.rowlog import RowLog
+from batchrunner.settings import (
+    Settings,
+    check_ready_to_send,
+    environment,
+    with_overrides,
+)
+from batchrunner.sharding import ShardPlan, resolve_shards, shard_label, shard_output
+from batchrunner.spend import recorded_cost
+from batchrunner.storage import fetched_input, is_blob_url, parse_blob_url
 from batchrunner.summary import RunStats
 from batchrunner.tokens import TokenCounter
-from batchrunner.writer import (
-    ResultSink,
-    backup_existing,
-    open_sink,
-    summary_path,
-    write_summary,
-)
+from batchrunner.writer import ResultSink, open_sink
 
 log = logging.getLogger("batchrunner")
+
+Env = Mapping[str, str]
 
 #: The deployment ``--simulate`` uses when none is given.
 SIMULATED_DEPLOYMENT = "gpt-4o-mini"
@@ -68,8 +75,17 @@ def default_output(input_arg: str) -> Path:
 
 
 @contextlib.contextmanager
-def open_source(input_arg: str) -> Iterator[Source]:
-    """The input as a file that can be read twice (stdin is spooled)."""
+def open_source(
+    input_arg: str,
+    *,
+    account: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Iterator[Source]:
+    """The input as a file that can be read twice (stdin and blobs are copied)."""
+    if is_blob_url(input_arg):
+        with fetched_input(input_arg, account, environ or environment()) as path:
+            yield Source(path=str(path), name=str(parse_blob_url(input_arg)))
+        return
     if input_arg != "-":
         yield Source(path=input_arg, name=input_arg)
         return
@@ -84,20 +100,61 @@ def run_job(
     input_arg: str, settings: Settings, *, redactor: Redactor, json_lines: bool
 ) -> int:
     """Run the job on *input_arg* with *settings*; return the exit code."""
-    with open_source(input_arg) as source:
+    environ = environment()
+    plan = resolve_shards(settings.shard, settings.shards, environ)
+    RUN_CONTEXT.bind(run_id=secrets.token_hex(6), shard=shard_label(plan))
+    account = settings.storage_account
+    with open_source(input_arg, account=account, environ=environ) as source:
         report = validate(source.path, settings, name=source.name)
         log.debug("input ok: %d rows", report.rows)
         if settings.simulate and not settings.deployment:
             settings = with_overrides(settings, deployment=SIMULATED_DEPLOYMENT)
-        output = Path(settings.output) if settings.output else default_output(input_arg)
         if settings.dry_run:
-            return _dry_run(source, settings, output)
+            done, shown = _recorded(input_arg, settings, plan, environ)
+            index = plan.index if plan is not None else None
+            dry = settings if index is None else for_shard(settings, plan, index)
+            return _dry_run(source, dry, done, shown, json_lines=json_lines)
         check_ready_to_send(settings)
         _check_spend_cap(settings)
-        if settings.fresh:
-            for backup in backup_existing(output):
+
+        def rows_left(shard_settings: Settings, results: Path) -> int:
+            done = read_state(results).done_ids
+            return _count_plan(source, shard_settings, done)[0]
+
+        held = hold_output(input_arg, settings, plan, environ, rows_left)
+        if held is None:
+            log.info(
+                "every shard is finished or held by another run: nothing to do",
+                extra={"event": "nothing_to_claim"},
+            )
+            return EXIT_OK
+        out, settings = held
+        RUN_CONTEXT.bind(shard=shard_label(plan, settings.shard))
+        try:
+            for backup in out.backups:
                 log.info("kept the earlier results as %s", backup)
-        return _send(source, settings, output, redactor, json_lines)
+            return _send(source, settings, out, redactor, json_lines)
+        finally:
+            out.close()
+
+
+def _recorded(
+    input_arg: str, settings: Settings, plan: ShardPlan | None, environ: Env
+) -> tuple[AbstractSet[str], str]:
+    """The ids earlier runs finished (in every shard's output, when claiming)."""
+    if plan is None:
+        indexes = [0]
+    elif plan.index is not None:
+        indexes = [plan.index]
+    else:
+        indexes = list(range(plan.count))
+    done: set[str] = set()
+    targets = [shard_output(settings.output, input_arg, plan, i) for i in indexes]
+    for target in [] if settings.fresh else targets:
+        with peek(target, account=settings.storage_account, environ=environ) as path:
+            done |= read_state(path).done_ids
+    shown = targets[0] if len(targets) == 1 else f"{len(targets)} shard outputs"
+    return done, shown
 
 
 def _counter_for(settings: Settings) -> TokenCounter | None:
@@ -141,8 +198,14 @@ def _count_plan(
 # --- --dry-run ------------------------------------------------------------------
 
 
-def _dry_run(source: Source, settings: Settings, output: Path) -> int:
-    done = read_state(output).done_ids if not settings.fresh else set()
+def _dry_run(
+    source: Source,
+    settings: Settings,
+    done: AbstractSet[str],
+    shown: str,
+    *,
+    json_lines: bool = False,
+) -> int:
     price = settings.price_for(None)
     counter = _counter_for(settings)
     requests = prompt = charged = 0
@@ -157,7 +220,7 @@ def _dry_run(source: Source, settings: Settings, output: Path) -> int:
     duration = expected_duration(charged, requests, settings)
     lines = [
         f"input            {source.name}: valid",
-        f"rows to send     {requests:,} ({len(done):,} already done in {output})",
+        f"rows to send     {requests:,} ({len(done):,} already done in {shown})",
         f"prompt tokens    {prompt:,}"
         + ("" if counter is None or counter.exact else " (estimated: 4 chars a token)"),
         f"completion bound {completion_bound:,} (max_tokens × n)",
@@ -168,6 +231,18 @@ def _dry_run(source: Source, settings: Settings, output: Path) -> int:
         + (f"≥ {duration:,.0f} s under the given --tpm/--rpm" if duration else
            "no --tpm/--rpm given"),
     ]  # fmt: skip
+    if json_lines:  # one event, like everything else in this mode
+        log.info(
+            "dry run: %d rows to send", requests,
+            extra={
+                "event": "dry_run", "input": source.name, "rows_to_send": requests,
+                "rows_done": len(done), "results": shown, "prompt_tokens": prompt,
+                "completion_bound": completion_bound, "quota_charge": charged,
+                "expected_cost_usd": round(cost, 6) if price else None,
+                "expected_seconds": round(duration) if duration else None,
+            },
+        )  # fmt: skip
+        return EXIT_OK
     print("\n".join(lines))
     return EXIT_OK
 
@@ -199,16 +274,21 @@ def _endpoint(settings: Settings) -> Iterator[Settings]:
 def _send(
     source: Source,
     settings: Settings,
-    output: Path,
+    output: Output,
     redactor: Redactor,
     json_lines: bool,
 ) -> int:
-    state = read_state(output)
+    state = read_state(output.path)
     planned, skipped = _count_plan(source, settings, state.done_ids)
     stats = RunStats(rows_planned=planned, rows_skipped=skipped)
+    if settings.max_cost is not None:
+        stats.cost_before = recorded_cost(output.path, settings.price_for)
+    RUN_CONTEXT.counters = stats.counters
     log.info(
-        "%d rows to send, %d already done, results in %s", planned, skipped, output,
-        extra={"event": "start", "rows_planned": planned, "rows_skipped": skipped},
+        "%d rows to send, %d already done, results in %s", planned, skipped,
+        output.shown,
+        extra={"event": "start", "rows_planned": planned, "rows_skipped": skipped,
+               "results": output.shown, "spent_before_usd": stats.cost_before},
     )  # fmt: skip
     started = time.monotonic()
     with _endpoint(settings) as live:
@@ -227,7 +307,7 @@ def _send(
 async def _run_pool(
     settings: Settings,
     requests: Iterator[Request],
-    output: Path,
+    output: Output,
     stats: RunStats,
     redactor: Redactor,
     json_lines: bool,
@@ -242,18 +322,20 @@ async def _run_pool(
         api_key=auth.api_key,
         token_provider=auth.token_provider,
     )
-    sink = open_sink(output)
+    sink = open_sink(output.path)
+    output.sync()  # opening may have cut off a torn tail
+    rows = RowLog(prompts=settings.log_prompts)
     bar = not json_lines and settings.verbosity >= 0 and sys.stderr.isatty()
     progress = ProgressDisplay(stats.rows_planned, bar=bar)
     pool = Pool(
         completer,
         settings,
-        write=_writer_for(sink),
+        write=_writer_for(sink, output, rows, lambda: pool.control),
         stats=stats,
         on_progress=progress.update,
     )
     try:
-        return await pool.run(requests)
+        return await pool.run(rows.watch(requests))
     finally:
         progress.close()
         sink.close()
@@ -261,18 +343,25 @@ async def _run_pool(
         await auth.close()
 
 
-def _writer_for(sink: ResultSink) -> Any:
+def _writer_for(
+    sink: ResultSink, output: Output, rows: RowLog, control: Callable[[], Control]
+) -> Any:
     def write(results: list[RowResult]) -> None:
         sink.write([to_record(result) for result in results])
+        rows.written(results)
+        try:
+            output.sync()
+        except RunStopped as exc:  # results storage failed: stop, resumable
+            control().stop(str(exc), exc.exit_code)
 
     return write
 
 
 def _finish(
-    stats: RunStats, control: Control, elapsed: float, output: Path
+    stats: RunStats, control: Control, elapsed: float, output: Output
 ) -> dict[str, Any]:
     summary = stats.as_dict(elapsed)
-    summary["results"] = str(output)
+    summary["results"] = output.shown
     summary["stopped"] = control.reason
-    write_summary(summary_path(output), summary)
+    output.finish(summary)
     return summary

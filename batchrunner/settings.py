@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from batchrunner.errors import ConfigError
+from batchrunner.limits import FailureLimit, parse_failure_limit
 from batchrunner.records import Api
 
 DEFAULT_API_VERSION = "2024-10-21"
@@ -98,6 +99,14 @@ class Settings:
     max_retry_wait: float = 120.0
     #: Upper bound of one exponential back-off wait, in seconds.
     max_backoff: float = 30.0
+    #: Failed rows (or percentage of the rows to send) past which the run stops.
+    max_failures: FailureLimit | None = None
+    #: Number of shards for replicas that carry no ``--shard I/N`` of their own.
+    shards: int | None = None
+    #: Storage account (name or https URL) for az:// paths, signed in with Entra ID.
+    storage_account: str | None = None
+    #: Put prompt and answer text in the per-row log events (``-v``).
+    log_prompts: bool = False
     input: InputSettings = field(default_factory=InputSettings)
     #: Model parameters passed through with every request (temperature, max_tokens …).
     request: Mapping[str, Any] = field(default_factory=dict)
@@ -121,6 +130,8 @@ class Settings:
                 value = {k: getattr(value, k) for k in value.__dataclass_fields__}
             elif isinstance(value, Api):
                 value = value.value
+            elif isinstance(value, FailureLimit):
+                value = str(value)
             elif isinstance(value, Mapping):
                 value = dict(value)
             shown[name] = value
@@ -247,6 +258,10 @@ SCALARS: dict[str, Any] = {
     "grace_seconds": _positive_float,
     "max_retry_wait": _positive_float,
     "max_backoff": _positive_float,
+    "max_failures": parse_failure_limit,
+    "shards": _positive_int,
+    "storage_account": _text,
+    "log_prompts": parse_bool,
 }
 SECTIONS = ("input", "request", "prices")
 

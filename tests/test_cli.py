@@ -373,7 +373,7 @@ def test_dry_run_sends_nothing(
 ) -> None:
     """--dry-run counts tokens and prices the job without a request."""
     source = write_jsonl(tmp_path / "d.jsonl", prompts(4))
-    assert run([str(source), "--dry-run"]) == 0
+    assert run([str(source), "--dry-run", "--log-format", "text"]) == 0
     out, _ = capsys.readouterr()
     assert "rows to send     4" in out
     assert "prompt tokens" in out

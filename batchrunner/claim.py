@@ -1,0 +1,88 @@
+"""
+Taking hold of this replica's output: its own shard's, or, when replicas carry
+no index, the first shard that no live run holds and that has rows left.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from batchrunner.errors import ConfigError
+from batchrunner.lock import OutputBusy
+from batchrunner.outputs import Output, open_output
+from batchrunner.settings import Settings, with_overrides
+from batchrunner.sharding import ShardPlan, shard_output
+
+log = logging.getLogger("batchrunner")
+
+#: Rows a shard still has to send, given its settings and its local results.
+RowsLeft = Callable[[Settings, Path], int]
+
+
+def for_shard(settings: Settings, plan: ShardPlan | None, index: int) -> Settings:
+    """
+    *settings* for shard *index*: its ``shard``, and its share of ``max_cost``.
+
+    The spend cap is the whole job's: N replicas of one command each get 1/N of
+    it, so that together they stay under it.
+    """
+    if plan is None:
+        return settings
+    changes: dict[str, object] = {"shard": (index, plan.count)}
+    if settings.max_cost is not None and plan.count > 1:
+        changes["max_cost"] = settings.max_cost / plan.count
+    return with_overrides(settings, **changes)
+
+
+def hold_output(
+    input_arg: str,
+    settings: Settings,
+    plan: ShardPlan | None,
+    environ: Mapping[str, str],
+    rows_left: RowsLeft,
+) -> tuple[Output, Settings] | None:
+    """
+    This replica's output, held (locked or leased), and the settings for it.
+
+    None when every shard is finished or held by another live run.
+    """
+    if plan is None or plan.index is not None:
+        index = 0 if plan is None or plan.index is None else plan.index
+        target = shard_output(settings.output, input_arg, plan, index)
+        out = _open(target, settings, environ, fresh=settings.fresh)
+        return out, for_shard(settings, plan, index)
+    if settings.fresh:
+        msg = (
+            "--fresh with shards claimed at run time would start finished shards"
+            " over; give each replica --shard I/N, or move the old results away"
+        )
+        raise ConfigError(msg)
+    for index in range(plan.count):
+        target = shard_output(settings.output, input_arg, plan, index)
+        try:
+            out = _open(target, settings, environ, fresh=False)
+        except OutputBusy:
+            log.info(
+                "shard %d/%d is held by another run", index, plan.count,
+                extra={"event": "shard_busy", "output": target},
+            )  # fmt: skip
+            continue
+        shard_settings = for_shard(settings, plan, index)
+        if rows_left(shard_settings, out.path) > 0:
+            log.info(
+                "claimed shard %d/%d", index, plan.count,
+                extra={"event": "shard_claimed", "output": out.shown},
+            )  # fmt: skip
+            return out, shard_settings
+        out.close()
+    return None
+
+
+def _open(
+    target: str, settings: Settings, environ: Mapping[str, str], *, fresh: bool
+) -> Output:
+    return open_output(
+        target, fresh=fresh, account=settings.storage_account, environ=environ
+    )
