@@ -98,6 +98,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+def error_line(message: str, exit_code: int) -> str:
+    """An ``error`` event as a JSON line, for errors before logging is set up."""
+    record = logging.makeLogRecord(
+        {"msg": message, "levelname": "ERROR", "name": "batchrunner"}
+    )
+    record.__dict__.update(event="error", exit_code=exit_code)
+    return JsonFormatter().format(record)
+
+
 class TextFormatter(logging.Formatter):
     """``12:01:33 warning  stopping: …``."""
 

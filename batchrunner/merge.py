@@ -13,16 +13,19 @@ import argparse
 import json
 import logging
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, UsageError
+from batchrunner.console import Parser, json_requested, report
+from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, BatchrunnerError, UsageError
+from batchrunner.logs import Redactor, configure_logging, wants_json
 from batchrunner.outputs import peek
 from batchrunner.parts import part_exists, part_heads, part_records
-from batchrunner.settings import Settings
+from batchrunner.settings import Settings, build_settings, environment, find_config
 from batchrunner.storage import (
     blob_client,
     is_blob_url,
@@ -38,9 +41,11 @@ log = logging.getLogger("batchrunner")
 _BATCH = 1000
 
 
-def build_merge_parser() -> argparse.ArgumentParser:
-    """The parser of ``merge``."""
-    parser = argparse.ArgumentParser(
+def build_merge_parser(
+    kind: type[argparse.ArgumentParser] = argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
+    """The parser of ``merge`` (of class *kind*)."""
+    parser = kind(
         prog="python -m batchrunner merge",
         description="Combine the results of shards (or of any runs over one input)"
         " into one results file and one summary. For each id the last ok record"
@@ -202,3 +207,31 @@ def _store(
 def exit_code(summary: Mapping[str, Any]) -> int:
     """0 when every merged row is ok, 1 when some failed."""
     return EXIT_ROWS_FAILED if summary["rows_failed"] else EXIT_OK
+
+
+def run_merge(argv: Sequence[str]) -> int:
+    """``merge PART... -o MERGED``: combine shard results; return the exit code."""
+    parser = build_merge_parser(Parser)
+    assert isinstance(parser, Parser)
+    json_errors = parser.json_errors = json_requested(argv)
+    args = parser.parse_args(argv)
+    redactor = Redactor()
+    try:
+        env = environment()
+        config = find_config(args.config, Path.cwd())
+        settings = build_settings({"log_format": args.log_format}, env, config)
+        configure_logging(
+            json_lines=wants_json(settings.log_format, sys.stderr),
+            verbosity=settings.verbosity,
+            redactor=redactor,
+        )
+        summary = merge(args.parts, args.output, settings, env)
+    except BatchrunnerError as exc:
+        report(exc, redactor, json_lines=json_errors)
+        return exc.exit_code
+    log.info(
+        "merged %d parts into %s: %d rows, %d ok, %d failed", len(args.parts),
+        args.output, summary["rows_total"], summary["rows_ok"], summary["rows_failed"],
+        extra={"event": "merged", "results": args.output, "summary": summary},
+    )  # fmt: skip
+    return exit_code(summary)
