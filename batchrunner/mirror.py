@@ -189,8 +189,7 @@ class BlobMirror:
         )
         self.client.create_append_blob(lease=self.lease)
         self.shipped = 0
-        self._append(target)
-        return 0
+        return self._append(target)
 
     def _fail(self, exc: Exception) -> None:
         code = getattr(exc, "error_code", None) or type(exc).__name__

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from azure.storage.blob import ContainerClient
 
 from batchrunner.simulator import SimConfig, SimulatorServer
+from tests.azurite import connection_string, running_azurite
 
 SECRET_KEY = "sk-test-0123456789abcdef-SECRET"
 DEPLOYMENT = "gpt-4o-mini"
 
 #: Variables that would point a test at a real Azure resource or change defaults.
-_OUR_PREFIXES = ("AZURE_", "OPENAI_", "BATCHRUNNER_", "IDENTITY_", "MSI_")
+_OUR_PREFIXES = (
+    "AZURE_", "OPENAI_", "BATCHRUNNER_", "IDENTITY_", "MSI_", "JOB_COMPLETION_INDEX",
+)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -71,3 +76,24 @@ def child_env(simulator: SimulatorServer, **extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture(scope="session")
+def azurite_url() -> Iterator[str]:
+    """The blob endpoint of Azurite on loopback, shared by the session."""
+    with running_azurite() as url:
+        yield url
+
+
+@pytest.fixture
+def container(
+    clean_environ: None, azurite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> ContainerClient:
+    """A new, empty container, with AZURE_STORAGE_CONNECTION_STRING pointing at it."""
+    connection = connection_string(azurite_url)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection)
+    client = ContainerClient.from_connection_string(
+        connection, "c" + uuid.uuid4().hex[:16]
+    )
+    client.create_container()
+    return client
