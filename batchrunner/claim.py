@@ -6,6 +6,7 @@ no index, the first shard that no live run holds and that has rows left.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from batchrunner.settings import Settings, with_overrides
 from batchrunner.sharding import ShardPlan, shard_output
 
 log = logging.getLogger("batchrunner")
+
+#: Seconds between looks at the shards held by other runs.
+CLAIM_POLL_SECONDS = 2.0
 
 #: Rows a shard still has to send, given its settings and its local results.
 RowsLeft = Callable[[Settings, Path], int]
@@ -59,11 +63,32 @@ def hold_output(
             " over; give each replica --shard I/N, or move the old results away"
         )
         raise ConfigError(msg)
+    # A replica restarted after a crash finds its old shard still leased for a
+    # few seconds; it waits that long for the lease to lapse rather than leave the
+    # shard undone. A live run renews its lease, so this never takes its shard.
+    deadline = time.monotonic() + settings.claim_wait
+    while True:
+        held, busy = _claim_round(input_arg, settings, plan, environ, rows_left)
+        if held is not None or not busy or time.monotonic() >= deadline:
+            return held
+        time.sleep(min(CLAIM_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+
+def _claim_round(
+    input_arg: str,
+    settings: Settings,
+    plan: ShardPlan,
+    environ: Mapping[str, str],
+    rows_left: RowsLeft,
+) -> tuple[tuple[Output, Settings] | None, bool]:
+    """The first free shard with rows left, else None and whether any was busy."""
+    busy = False
     for index in range(plan.count):
         target = shard_output(settings.output, input_arg, plan, index)
         try:
             out = _open(target, settings, environ, fresh=False)
         except OutputBusy:
+            busy = True
             log.info(
                 "shard %d/%d is held by another run", index, plan.count,
                 extra={"event": "shard_busy", "output": target},
@@ -75,9 +100,9 @@ def hold_output(
                 "claimed shard %d/%d", index, plan.count,
                 extra={"event": "shard_claimed", "output": out.shown},
             )  # fmt: skip
-            return out, shard_settings
+            return (out, shard_settings), busy
         out.close()
-    return None
+    return None, busy
 
 
 def _open(

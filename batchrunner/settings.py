@@ -103,6 +103,8 @@ class Settings:
     max_failures: FailureLimit | None = None
     #: Number of shards for replicas that carry no ``--shard I/N`` of their own.
     shards: int | None = None
+    #: Seconds a replica claiming a shard waits for a crashed run's lease to lapse.
+    claim_wait: float = 30.0
     #: Storage account (name or https URL) for az:// paths, signed in with Entra ID.
     storage_account: str | None = None
     #: Put prompt and answer text in the per-row log events (``-v``).
@@ -217,6 +219,14 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def _non_negative_float(value: Any) -> float:
+    number = float(value)
+    if not number >= 0:
+        msg = f"{value!r} is not a number of seconds (0 or more)"
+        raise ValueError(msg)
+    return number
+
+
 def _choice(*choices: str) -> Any:
     def parse(value: Any) -> str:
         text = str(value).strip().lower()
@@ -260,6 +270,7 @@ SCALARS: dict[str, Any] = {
     "max_backoff": _positive_float,
     "max_failures": parse_failure_limit,
     "shards": _positive_int,
+    "claim_wait": _non_negative_float,
     "storage_account": _text,
     "log_prompts": parse_bool,
 }

@@ -5,6 +5,7 @@ Sharding as schedulers run it, and ``merge`` putting the shards back together.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,7 @@ def test_replicas_without_an_index_claim_free_shards(
     assert outputs[1].read_bytes() and outputs[2].read_bytes()
     assert not outputs[0].read_bytes()
     sent = azure_env.ledger.count()
+    monkeypatch.setenv("BATCHRUNNER_CLAIM_WAIT", "0")
     assert run([str(source)]) == 0  # shard 0 held, 1 and 2 finished: nothing to do
     assert azure_env.ledger.count() == sent
     other_replica.release()
@@ -79,6 +81,35 @@ def test_replicas_without_an_index_claim_free_shards(
     ids = [record["id"] for output in outputs for record in read_jsonl(output)]
     assert sorted(ids) == sorted(f"r{i}" for i in range(30))
     assert azure_env.ledger.count() == 30
+
+
+def test_a_claiming_replica_waits_for_a_held_shard_to_come_free(
+    azure_env: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard held when a replica looks (a crashed run's lease) is taken once free."""
+    source = write_jsonl(tmp_path / "job.jsonl", prompts(10))
+    assert run([str(source), "--shard", "1/2"]) == 0
+    held = tmp_path / "job.shard-0-of-2.results.jsonl"
+    holder = FileLock(held)
+
+    class LetGoWhenSeen(logging.Filter):
+        """Releases the holder's lock once the claiming run has found it busy."""
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            if getattr(record, "event", None) == "shard_busy":
+                holder.release()
+            return True
+
+    watcher = LetGoWhenSeen()
+    logging.getLogger("batchrunner").addFilter(watcher)
+    monkeypatch.setenv("BATCHRUNNER_SHARDS", "2")
+    try:
+        assert run([str(source)]) == 0
+    finally:
+        logging.getLogger("batchrunner").removeFilter(watcher)
+    shard_ids = {record["id"] for record in read_jsonl(held)}
+    assert shard_ids and len(shard_ids) < 10
+    assert azure_env.ledger.count() == 10
 
 
 def test_merge_of_shards_reproduces_a_single_run(
