@@ -75,8 +75,12 @@ class LocalOutput:
         self.path = Path(target)
         self.shown = target
         self.backups: list[str] = []
-        self._lock = FileLock(append_target(self.path))
+        appended = append_target(self.path)
+        existed = appended.exists()
+        self._lock = FileLock(appended)
         if fresh:
+            if not existed:
+                appended.unlink()  # the lock made it, empty: no earlier results
             # Moved aside under the lock, then the new file is locked in its place.
             self.backups = [str(p) for p in backup_existing(self.path)]
             self._lock.release()
