@@ -1,6 +1,7 @@
 """
 Taking hold of this replica's output: its own shard's, or, when replicas carry
-no index, the first shard that no live run holds and that has rows left.
+no index, the first shard that no live run holds and that has rows left. And,
+for ``--dry-run``, reading what the shard outputs already hold, unlocked.
 """
 
 from __future__ import annotations
@@ -8,11 +9,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from batchrunner.errors import ConfigError
 from batchrunner.lock import OutputBusy
-from batchrunner.outputs import Output, open_output
+from batchrunner.outputs import Output, open_output, peek
+from batchrunner.resume import read_state
 from batchrunner.settings import Settings, with_overrides
 from batchrunner.sharding import ShardPlan, shard_output
 
@@ -69,8 +72,14 @@ def hold_output(
     deadline = time.monotonic() + settings.claim_wait
     while True:
         held, busy = _claim_round(input_arg, settings, plan, environ, rows_left)
-        if held is not None or not busy or time.monotonic() >= deadline:
+        if held is not None:
             return held
+        if not busy or time.monotonic() >= deadline:
+            log.info(
+                "every shard is finished or held by another run: nothing to do",
+                extra={"event": "nothing_to_claim"},
+            )
+            return None
         time.sleep(min(CLAIM_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
 
@@ -111,3 +120,30 @@ def _open(
     return open_output(
         target, fresh=fresh, account=settings.storage_account, environ=environ
     )
+
+
+def recorded_done(
+    input_arg: str,
+    settings: Settings,
+    plan: ShardPlan | None,
+    environ: Mapping[str, str],
+) -> tuple[Settings, AbstractSet[str], str]:
+    """
+    For ``--dry-run``: the settings to estimate with, the ids earlier runs finished,
+    and where they were read. Claimed shards are estimated together, from every
+    shard's output; nothing is locked.
+    """
+    if plan is None:
+        indexes = [0]
+    elif plan.index is not None:
+        indexes = [plan.index]
+    else:
+        indexes = list(range(plan.count))
+    done: set[str] = set()
+    targets = [shard_output(settings.output, input_arg, plan, i) for i in indexes]
+    for target in [] if settings.fresh else targets:
+        with peek(target, account=settings.storage_account, environ=environ) as path:
+            done |= read_state(path).done_ids
+    shown = targets[0] if len(targets) == 1 else f"{len(targets)} shard outputs"
+    own = plan is not None and plan.index is not None
+    return (for_shard(settings, plan, indexes[0]) if own else settings), done, shown

@@ -21,11 +21,11 @@ from typing import Any
 import anyio
 
 from batchrunner.auth import open_auth
-from batchrunner.claim import for_shard, hold_output
+from batchrunner.claim import hold_output, recorded_done
 from batchrunner.client import AzureCompleter
 from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, ConfigError, RunStopped
 from batchrunner.logs import RUN_CONTEXT, Redactor
-from batchrunner.outputs import Output, peek
+from batchrunner.outputs import Output
 from batchrunner.plan import select
 from batchrunner.pool import Control, Pool, expected_duration, row_cost
 from batchrunner.prepare import RequestBuilder
@@ -40,7 +40,7 @@ from batchrunner.settings import (
     environment,
     with_overrides,
 )
-from batchrunner.sharding import ShardPlan, resolve_shards, shard_label, shard_output
+from batchrunner.sharding import resolve_shards, shard_label
 from batchrunner.spend import recorded_cost
 from batchrunner.storage import fetched_input, is_blob_url, parse_blob_url
 from batchrunner.summary import RunStats
@@ -48,8 +48,6 @@ from batchrunner.tokens import TokenCounter
 from batchrunner.writer import ResultSink, open_sink
 
 log = logging.getLogger("batchrunner")
-
-Env = Mapping[str, str]
 
 #: The deployment ``--simulate`` uses when none is given.
 SIMULATED_DEPLOYMENT = "gpt-4o-mini"
@@ -61,17 +59,6 @@ class Source:
 
     path: str
     name: str
-
-
-def default_output(input_arg: str) -> Path:
-    """``<input dir>/<input stem>.results.jsonl`` (``./stdin.results.jsonl`` for -)."""
-    if input_arg == "-":
-        return Path("stdin.results.jsonl")
-    path = Path(input_arg)
-    name = path.name
-    for suffix in (".gz", ".csv", ".jsonl", ".ndjson"):
-        name = name.removesuffix(suffix)
-    return path.with_name(f"{name}.results.jsonl")
 
 
 @contextlib.contextmanager
@@ -110,9 +97,7 @@ def run_job(
         if settings.simulate and not settings.deployment:
             settings = with_overrides(settings, deployment=SIMULATED_DEPLOYMENT)
         if settings.dry_run:
-            done, shown = _recorded(input_arg, settings, plan, environ)
-            index = plan.index if plan is not None else None
-            dry = settings if index is None else for_shard(settings, plan, index)
+            dry, done, shown = recorded_done(input_arg, settings, plan, environ)
             return _dry_run(source, dry, done, shown, json_lines=json_lines)
         check_ready_to_send(settings)
         _check_spend_cap(settings)
@@ -123,11 +108,7 @@ def run_job(
 
         held = hold_output(input_arg, settings, plan, environ, rows_left)
         if held is None:
-            log.info(
-                "every shard is finished or held by another run: nothing to do",
-                extra={"event": "nothing_to_claim"},
-            )
-            return EXIT_OK
+            return EXIT_OK  # every shard finished or held by another run
         out, settings = held
         RUN_CONTEXT.bind(shard=shard_label(plan, settings.shard))
         try:
@@ -136,25 +117,6 @@ def run_job(
             return _send(source, settings, out, redactor, json_lines)
         finally:
             out.close()
-
-
-def _recorded(
-    input_arg: str, settings: Settings, plan: ShardPlan | None, environ: Env
-) -> tuple[AbstractSet[str], str]:
-    """The ids earlier runs finished (in every shard's output, when claiming)."""
-    if plan is None:
-        indexes = [0]
-    elif plan.index is not None:
-        indexes = [plan.index]
-    else:
-        indexes = list(range(plan.count))
-    done: set[str] = set()
-    targets = [shard_output(settings.output, input_arg, plan, i) for i in indexes]
-    for target in [] if settings.fresh else targets:
-        with peek(target, account=settings.storage_account, environ=environ) as path:
-            done |= read_state(path).done_ids
-    shown = targets[0] if len(targets) == 1 else f"{len(targets)} shard outputs"
-    return done, shown
 
 
 def _counter_for(settings: Settings) -> TokenCounter | None:

@@ -36,15 +36,7 @@ SCHEMES = ("az", "abfs", "abfss")
 CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
 _URL = re.compile(r"^(az|abfss?)://([^/@]+)(?:@([^/]+))?/(.+)$", re.IGNORECASE)
 _CONTAINER = re.compile(r"^(?:[a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]|\$root)$")
-#: Storage's own back-off starts at 15 s, longer than the lease a run holds on its
-#: results; a few quick retries keep the lease renewals on time.
-_CLIENT_OPTIONS: dict[str, Any] = {
-    "retry_policy": ExponentialRetry(
-        initial_backoff=1, increment_base=2, retry_total=4
-    ),
-    "connection_timeout": 20,
-    "read_timeout": 120,
-}
+
 _CHUNK = 4 << 20
 
 
@@ -115,6 +107,13 @@ def storage_credential() -> TokenCredential:
     return DefaultAzureCredential(exclude_interactive_browser_credential=True)
 
 
+def _client_options() -> dict[str, Any]:
+    # Storage's own back-off starts at 15 s, longer than the lease a run holds on
+    # its results; a few quick retries keep the lease renewals on time.
+    retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=4)
+    return {"retry_policy": retry, "connection_timeout": 20, "read_timeout": 120}
+
+
 def _connection_account(connection_string: str) -> str | None:
     for part in connection_string.split(";"):
         key, _, value = part.partition("=")
@@ -140,7 +139,7 @@ def container_client(
     named = location.account
     if connection and (named is None or named == _connection_account(connection)):
         return ContainerClient.from_connection_string(
-            connection, location.container, **_CLIENT_OPTIONS
+            connection, location.container, **_client_options()
         )
     name = named or account
     if not name:
@@ -154,7 +153,7 @@ def container_client(
         _account_url(name, location.account_host),
         location.container,
         credential=storage_credential(),
-        **_CLIENT_OPTIONS,
+        **_client_options(),
     )
 
 

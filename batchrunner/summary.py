@@ -51,13 +51,14 @@ class RunStats:
     latencies_ms: array[int] = field(default_factory=lambda: array("l"))
     error_kinds: Counter[str] = field(default_factory=Counter)
     error_examples: dict[str, str] = field(default_factory=dict)
-    #: Estimated spend of the rows earlier runs recorded in the same output.
-    cost_before: float = 0.0
+    #: Estimated spend of the rows earlier runs recorded in the same output
+    #: (read only under ``--max-cost``: None when not read).
+    cost_before: float | None = None
 
     @property
     def spent(self) -> float:
         """What the output has cost so far: earlier runs plus this one."""
-        return self.cost_before + self.cost
+        return (self.cost_before or 0.0) + self.cost
 
     def counters(self) -> dict[str, int]:
         """The counters every JSON log line carries."""
@@ -145,7 +146,9 @@ class RunStats:
                 "p95": percentile(latencies, 0.95),
             },
             "estimated_cost_usd": round(self.cost, 6) if self.cost_known else None,
-            "estimated_cost_before_usd": round(self.cost_before, 6),
+            "estimated_cost_before_usd": None
+            if self.cost_before is None
+            else round(self.cost_before, 6),
             "errors": [
                 {"kind": kind, "rows": count, "example": self.error_examples[kind]}
                 for kind, count in self.error_kinds.most_common(5)
