@@ -69,10 +69,15 @@ def _wait_until_listening(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def running_azurite() -> Iterator[str]:
-    """The blob endpoint of an Azurite (CI's, or one started here)."""
+def running_azurite(tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """
+    The blob endpoint of an Azurite: CI's, or one started here.
+
+    With *tls* (certificate and key files) one is always started here, on https
+    and accepting Entra ID bearer tokens (``--oauth basic``).
+    """
     given = os.environ.get("TEST_AZURITE_BLOB_URL")
-    if given:
+    if given and tls is None:
         yield given
         return
     program = _program()
@@ -82,12 +87,14 @@ def running_azurite() -> Iterator[str]:
             pytest.fail(reason)
         pytest.skip(reason)
     port = _free_port()
+    extra = [] if tls is None else ["--cert", str(tls[0]), "--key", str(tls[1])]
+    extra += [] if tls is None else ["--oauth", "basic"]
     with tempfile.TemporaryDirectory(prefix="azurite-") as workspace:
         process = subprocess.Popen(
             [
                 program, "--blobHost", "127.0.0.1", "--blobPort", str(port),
                 "--inMemoryPersistence", "--skipApiVersionCheck", "--loose",
-                "--silent", "--disableTelemetry",
+                "--silent", "--disableTelemetry", *extra,
             ],
             cwd=workspace,  # anything it writes goes there, not into the repo
             stdout=subprocess.DEVNULL,
@@ -95,7 +102,8 @@ def running_azurite() -> Iterator[str]:
         )  # fmt: skip
         try:
             _wait_until_listening(port, process)
-            yield f"http://127.0.0.1:{port}/{ACCOUNT}"
+            scheme = "http" if tls is None else "https"
+            yield f"{scheme}://127.0.0.1:{port}/{ACCOUNT}"
         finally:
             process.terminate()
             process.wait(timeout=30)
