@@ -42,7 +42,12 @@ from batchrunner.settings import (
 )
 from batchrunner.sharding import resolve_shards, shard_label
 from batchrunner.spend import recorded_cost
-from batchrunner.storage import fetched_input, is_blob_url, parse_blob_url
+from batchrunner.storage import (
+    fetched_input,
+    is_blob_url,
+    parse_blob_url,
+    storage_secrets,
+)
 from batchrunner.summary import RunStats
 from batchrunner.tokens import TokenCounter
 from batchrunner.writer import ResultSink, open_sink
@@ -88,6 +93,8 @@ def run_job(
 ) -> int:
     """Run the job on *input_arg* with *settings*; return the exit code."""
     environ = environment()
+    for secret in storage_secrets(environ):
+        redactor.add(secret)
     plan = resolve_shards(settings.shard, settings.shards, environ)
     RUN_CONTEXT.bind(run_id=secrets.token_hex(6), shard=shard_label(plan))
     account = settings.storage_account

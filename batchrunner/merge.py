@@ -31,6 +31,7 @@ from batchrunner.storage import (
     is_blob_url,
     parse_blob_url,
     storage_errors,
+    storage_secrets,
     upload_file,
 )
 from batchrunner.summary import error_kind
@@ -218,6 +219,8 @@ def run_merge(argv: Sequence[str]) -> int:
     redactor = Redactor()
     try:
         env = environment()
+        for secret in storage_secrets(env):
+            redactor.add(secret)
         config = find_config(args.config, Path.cwd())
         settings = build_settings({"log_format": args.log_format}, env, config)
         configure_logging(

@@ -114,6 +114,18 @@ def _client_options() -> dict[str, Any]:
     return {"retry_policy": retry, "connection_timeout": 20, "read_timeout": 120}
 
 
+def storage_secrets(environ: Mapping[str, str]) -> list[str]:
+    """The key or SAS in the connection string, to keep out of every message."""
+    secrets = []
+    for part in environ.get(CONNECTION_STRING, "").split(";"):
+        key, _, value = part.partition("=")
+        if key.strip().lower() in ("accountkey", "sharedaccesssignature") and value:
+            secrets.append(value.strip())
+            # A SAS shows up in request URLs too, its signature there on its own.
+            secrets += re.findall(r"(?:^|&)sig=([^&]+)", value)
+    return secrets
+
+
 def _connection_account(connection_string: str) -> str | None:
     for part in connection_string.split(";"):
         key, _, value = part.partition("=")

@@ -20,7 +20,7 @@ from batchrunner.cli import run
 from batchrunner.mirror import BlobMirror, release, take_lease
 from batchrunner.results import read_results
 from batchrunner.simulator import SimulatorServer
-from batchrunner.storage import is_blob_url, parse_blob_url
+from batchrunner.storage import is_blob_url, parse_blob_url, storage_secrets
 from tests.conftest import PYTHON, child_env
 from tests.test_cli import prompts
 
@@ -225,3 +225,25 @@ def test_blob_urls_parse() -> None:
     gen2 = parse_blob_url("abfss://data@acct.dfs.core.windows.net/p.csv")
     assert gen2.account == "acct"
     assert str(gen2) == "abfss://data@acct.dfs.core.windows.net/p.csv"
+
+
+def test_a_connection_string_secret_never_shows(
+    azure_env: SimulatorServer,
+    azurite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A refused SAS fails with exit 3, and stays out of every message."""
+    signature = "c2VjcmV0LXNpZ25hdHVyZQ%3D%3D"
+    monkeypatch.setenv(
+        "AZURE_STORAGE_CONNECTION_STRING",
+        f"BlobEndpoint={azurite_url};"
+        f"SharedAccessSignature=sv=2022-11-02&ss=b&srt=sco&sp=r&sig={signature}",
+    )
+    assert run(["az://jobs/in.jsonl", "-v", "--log-format", "text"]) == 3
+    out, err = capsys.readouterr()
+    assert "storage refused" in err
+    assert signature not in out + err
+    assert storage_secrets({"AZURE_STORAGE_CONNECTION_STRING": "AccountKey=k3y;"}) == [
+        "k3y"
+    ]
