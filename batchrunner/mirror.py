@@ -60,7 +60,7 @@ def take_lease(client: BlobClient, shown: str) -> BlobLeaseClient:
         lease.release()
         msg = (
             f"{shown} is a {kind} blob, not an Append Blob that results can stream"
-            " to; move it away or pass --fresh (it is kept as a backup)"
+            " to; choose another --output, or move that blob away"
         )
         raise UsageError(msg)
     return lease
