@@ -172,12 +172,16 @@ def test_storage_mistakes_exit_2_naming_the_blob(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A missing input blob, a bad URL and no account are usage errors, sent nothing."""
+    """A missing input, a bad URL, a block blob for results, no account: exit 2."""
     name = container.container_name
     assert run([f"az://{name}/missing.csv", "--log-format", "text"]) == 2
     assert f"az://{name}/missing.csv" in capsys.readouterr().err
     assert run(["az://No_Such/x.csv", "--log-format", "text"]) == 2
     assert "not a container name" in capsys.readouterr().err
+    url = upload_jsonl(container, "in.jsonl", prompts(2))
+    container.upload_blob("in.results.jsonl", b"")  # a block blob: cannot stream
+    assert run([url, "--log-format", "text"]) == 2
+    assert "not an Append Blob" in capsys.readouterr().err
     monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
     assert run([f"az://{name}/x.csv", "--log-format", "text"]) == 2
     assert "no storage account" in capsys.readouterr().err
