@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from batchrunner import __version__
+from batchrunner.console import Parser, json_requested, report
 from batchrunner.errors import BatchrunnerError
 from batchrunner.logs import Redactor, configure_logging, wants_json
 from batchrunner.settings import build_settings, environment, find_config
@@ -28,6 +29,9 @@ same command resumes: only rows without an "ok" record are sent again.
 
 Try it offline first, against the built-in simulator:
   python -m batchrunner jobs/prompts.csv --simulate
+
+INPUT and --output may be blobs: az://container/path (or abfs://…). Shard
+results are combined with: python -m batchrunner merge PART... -o MERGED
 """
 
 EPILOG = """\
@@ -42,12 +46,19 @@ environment:
   OPENAI_API_VERSION       API version (default 2024-10-21)
   AZURE_OPENAI_DEPLOYMENT  deployment, when neither --deployment nor the file
   BATCHRUNNER_<SETTING>    any setting, e.g. BATCHRUNNER_CONCURRENCY=32
+  AZURE_STORAGE_CONNECTION_STRING
+                           the storage account of az:// paths (else
+                           BATCHRUNNER_STORAGE_ACCOUNT, signed in with Entra ID)
+  JOB_COMPLETION_INDEX     a Kubernetes Indexed Job's shard, with
+                           BATCHRUNNER_SHARDS=<completions>; BATCHRUNNER_SHARDS
+                           alone: each replica claims a free shard
   precedence: command line > environment > settings file > defaults
 
 exit status:
   0    every row ok
   1    the run finished and some rows are recorded as failed
-  2    bad command line, settings or input; nothing was sent
+  2    bad command line, settings or input, or the output is being written by
+       another run (its lock or blob lease is held); nothing was sent
   3    authentication failed
   75   stopped early (deadline, spend cap, quota exhausted); re-run to go on
   130  stopped by SIGINT, 143 by SIGTERM; re-run to go on
@@ -61,9 +72,9 @@ SETTING_FLAGS = (
 )  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     """The argument parser; its help is the command's documentation."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m batchrunner",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -163,7 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="AMOUNT",
         help="stop taking rows before the estimated spend (USD, prices from the"
-        " settings) passes AMOUNT; exit 75",
+        " settings) passes AMOUNT, counting earlier runs on the same output; a"
+        " shard of N may spend AMOUNT/N; exit 75",
+    )
+    add(
+        "--max-failures",
+        metavar="N|P%",
+        help="stop (exit 1, resumable) once more than N rows, or P%% of the rows"
+        " to send, have failed",
     )
     add(
         "--log-format",
@@ -236,6 +254,7 @@ def flags_from(args: argparse.Namespace) -> dict[str, Any]:
     flags["show_config"] = args.show_config
     flags["join"] = args.join
     flags["dedupe"] = args.dedupe
+    flags["max_failures"] = args.max_failures
     if args.quiet:
         flags["verbosity"] = -1
     elif args.verbose:
@@ -247,7 +266,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Run the command with *argv*; return its exit code."""
     from batchrunner.job import run_job
 
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["merge"]:
+        from batchrunner.merge import run_merge
+
+        return run_merge(argv[1:])
+    parser = build_parser()
+    parser.json_errors = json_requested(argv)
+    args = parser.parse_args(argv)
     redactor = Redactor()
     try:
         env = environment()
@@ -266,16 +292,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             return 0
         return run_job(args.input, settings, redactor=redactor, json_lines=json_lines)
     except BatchrunnerError as exc:
-        _report(exc, redactor)
+        report(exc, redactor, json_lines=parser.json_errors)
         return exc.exit_code
-
-
-def _report(exc: BatchrunnerError, redactor: Redactor) -> None:
-    message = redactor.scrub(str(exc))
-    if log.handlers:
-        log.error("%s", message, extra={"event": "error", "exit_code": exc.exit_code})
-    else:
-        print(f"batchrunner: error: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -12,7 +12,7 @@ import logging
 import secrets
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +22,13 @@ import anyio
 
 from batchrunner.auth import Auth, open_auth
 from batchrunner.cache import RepeatCounter, open_cache
+from batchrunner.claim import hold_output, recorded_done
 from batchrunner.client import AzureCompleter
-from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, ConfigError
+from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, ConfigError, RunStopped
 from batchrunner.estimate import estimate, report
 from batchrunner.hooks import RunHooks, run_hooks
-from batchrunner.logs import Redactor
+from batchrunner.logs import RUN_CONTEXT, Redactor
+from batchrunner.outputs import Output
 from batchrunner.plan import select
 from batchrunner.pool import Control, Pool
 from batchrunner.prepare import RequestBuilder
@@ -34,18 +36,26 @@ from batchrunner.progress import ProgressDisplay, print_summary
 from batchrunner.reader import open_rows, spool_stdin, validate
 from batchrunner.records import Request, RowResult, to_record
 from batchrunner.resume import read_state
-from batchrunner.settings import Settings, check_ready_to_send, with_overrides
+from batchrunner.rowlog import RowLog
+from batchrunner.settings import (
+    Settings,
+    check_ready_to_send,
+    environment,
+    with_overrides,
+)
+from batchrunner.sharding import resolve_shards, shard_label
+from batchrunner.spend import recorded_cost
+from batchrunner.storage import (
+    fetched_input,
+    is_blob_url,
+    parse_blob_url,
+    storage_secrets,
+)
 from batchrunner.structured import checker_for
 from batchrunner.summary import RunStats
 from batchrunner.tokens import TokenCounter
 from batchrunner.validated import Validated, input_stamp, recall, remember
-from batchrunner.writer import (
-    ResultSink,
-    backup_existing,
-    open_sink,
-    summary_path,
-    write_summary,
-)
+from batchrunner.writer import ResultSink, open_sink
 
 log = logging.getLogger("batchrunner")
 
@@ -61,20 +71,18 @@ class Source:
     name: str
 
 
-def default_output(input_arg: str) -> Path:
-    """``<input dir>/<input stem>.results.jsonl`` (``./stdin.results.jsonl`` for -)."""
-    if input_arg == "-":
-        return Path("stdin.results.jsonl")
-    path = Path(input_arg)
-    name = path.name
-    for suffix in (".gz", ".csv", ".jsonl", ".ndjson"):
-        name = name.removesuffix(suffix)
-    return path.with_name(f"{name}.results.jsonl")
-
-
 @contextlib.contextmanager
-def open_source(input_arg: str) -> Iterator[Source]:
-    """The input as a file that can be read twice (stdin is spooled)."""
+def open_source(
+    input_arg: str,
+    *,
+    account: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Iterator[Source]:
+    """The input as a file that can be read twice (stdin and blobs are copied)."""
+    if is_blob_url(input_arg):
+        with fetched_input(input_arg, account, environ or environment()) as path:
+            yield Source(path=str(path), name=str(parse_blob_url(input_arg)))
+        return
     if input_arg != "-":
         yield Source(path=input_arg, name=input_arg)
         return
@@ -89,23 +97,41 @@ def run_job(
     input_arg: str, settings: Settings, *, redactor: Redactor, json_lines: bool
 ) -> int:
     """Run the job on *input_arg* with *settings*; return the exit code."""
-    with open_source(input_arg) as source:
+    environ = environment()
+    for secret in storage_secrets(environ):
+        redactor.add(secret)
+    plan = resolve_shards(settings.shard, settings.shards, environ)
+    RUN_CONTEXT.bind(run_id=secrets.token_hex(6), shard=shard_label(plan))
+    account = settings.storage_account
+    with open_source(input_arg, account=account, environ=environ) as source:
         checker = checker_for(settings)  # a bad schema fails before the input is read
+        found = _validate(source, settings, input_arg)
         if settings.simulate and not settings.deployment:
             settings = with_overrides(settings, deployment=SIMULATED_DEPLOYMENT)
-        output = Path(settings.output) if settings.output else default_output(input_arg)
-        found = _validate(source, settings, output, input_arg)
         if settings.dry_run:
-            return _dry_run(source, settings, output)
+            dry, done, shown = recorded_done(input_arg, settings, plan, environ)
+            return _dry_run(source, dry, done, shown)
         check_ready_to_send(settings)
         _check_spend_cap(settings)
-        if settings.fresh:
-            for backup in backup_existing(output):
+
+        def rows_left(shard_settings: Settings, results: Path) -> int:
+            done = read_state(results).done_ids
+            return _count_plan(source, shard_settings, done, found.rows)[0]
+
+        held = hold_output(input_arg, settings, plan, environ, rows_left)
+        if held is None:
+            return EXIT_OK  # every shard finished or held by another run
+        out, settings = held
+        RUN_CONTEXT.bind(shard=shard_label(plan, settings.shard))
+        try:
+            for backup in out.backups:
                 log.info("kept the earlier results as %s", backup)
-        hooks = run_hooks(settings, checker, found.repeats)
-        code = _send(source, settings, output, found.rows, redactor, json_lines, hooks)
+            hooks = run_hooks(settings, checker, found.repeats)
+            code = _send(source, settings, out, found.rows, redactor, json_lines, hooks)
+        finally:
+            out.close()
         if settings.join:
-            _join(source, settings, output)
+            _join(source, settings, out.path)
         return code
 
 
@@ -116,9 +142,7 @@ def _join(source: Source, settings: Settings, output: Path) -> None:
     log.info("results joined to the input in %s", joined, extra={"event": "joined"})
 
 
-def _validate(
-    source: Source, settings: Settings, output: Path, input_arg: str
-) -> Validated:
+def _validate(source: Source, settings: Settings, input_arg: str) -> Validated:
     """
     Check every row before anything is sent, counting repeated requests (for
     pay-once); an input that already passed, unchanged, is not read again.
@@ -126,17 +150,17 @@ def _validate(
     stamp = None if input_arg == "-" else input_stamp(source.path, settings)
     counting = settings.dedupe and not settings.dry_run
     if stamp is not None and not settings.fresh:
-        known = recall(output, stamp)
+        known = recall(stamp)
         if known is not None and (known.repeats is not None or not counting):
             log.debug("input unchanged since it was validated: %d rows", known.rows)
             return known
     counter = RepeatCounter() if counting else None
     observe = counter.add if counter is not None else None
-    report = validate(source.path, settings, name=source.name, observe=observe)
-    log.debug("input ok: %d rows", report.rows)
-    found = Validated(report.rows, counter.repeats() if counter is not None else None)
+    checked = validate(source.path, settings, name=source.name, observe=observe)
+    log.debug("input ok: %d rows", checked.rows)
+    found = Validated(checked.rows, counter.repeats() if counter is not None else None)
     if stamp is not None and not settings.dry_run:
-        remember(output, stamp, found)
+        remember(stamp, found)
     return found
 
 
@@ -190,14 +214,19 @@ def _count_plan(
 # --- --dry-run ------------------------------------------------------------------
 
 
-def _dry_run(source: Source, settings: Settings, output: Path) -> int:
-    done = read_state(output).done_ids if not settings.fresh else set()
+def _dry_run(
+    source: Source,
+    settings: Settings,
+    done: AbstractSet[str],
+    shown: str,
+) -> int:
     cache = open_cache(settings, create=False)
     figures = estimate(_planned_requests(source, settings, done), settings, cache)
-    lines = report(
-        figures, settings, source=source.name, done=len(done), output=str(output)
-    )
-    print(lines)
+    lines = report(figures, settings, source=source.name, done=len(done), output=shown)
+    # The report is the command's output; only an explicit --log-format json
+    # (nothing but JSON lines) leaves it to the estimate event.
+    if settings.log_format != "json":
+        print(lines)
     return EXIT_OK
 
 
@@ -228,19 +257,24 @@ def _endpoint(settings: Settings) -> Iterator[Settings]:
 def _send(
     source: Source,
     settings: Settings,
-    output: Path,
+    output: Output,
     rows: int,
     redactor: Redactor,
     json_lines: bool,
     hooks: RunHooks | None = None,
 ) -> int:
-    state = read_state(output)
+    state = read_state(output.path)
     planned, skipped = _count_plan(source, settings, state.done_ids, rows)
     _counter_for(settings)  # load the tokenizer now, not on the first row's clock
     stats = RunStats(rows_planned=planned, rows_skipped=skipped)
+    if settings.max_cost is not None:
+        stats.cost_before = recorded_cost(output.path, settings.price_for)
+    RUN_CONTEXT.counters = stats.counters
     log.info(
-        "%d rows to send, %d already done, results in %s", planned, skipped, output,
-        extra={"event": "start", "rows_planned": planned, "rows_skipped": skipped},
+        "%d rows to send, %d already done, results in %s", planned, skipped,
+        output.shown,
+        extra={"event": "start", "rows_planned": planned, "rows_skipped": skipped,
+               "results": output.shown, "spent_before_usd": stats.cost_before},
     )  # fmt: skip
     started = time.monotonic()
     with _endpoint(settings) as live:
@@ -259,7 +293,7 @@ def _send(
 async def _run_pool(
     settings: Settings,
     requests: Iterator[Request],
-    output: Path,
+    output: Output,
     stats: RunStats,
     redactor: Redactor,
     json_lines: bool,
@@ -276,7 +310,7 @@ async def _run_pool_with(
     auth: Auth,
     settings: Settings,
     requests: Iterator[Request],
-    output: Path,
+    output: Output,
     stats: RunStats,
     redactor: Redactor,
     json_lines: bool,
@@ -292,7 +326,9 @@ async def _run_pool_with(
         token_provider=auth.token_provider,
     )
     checker = hooks.checker if hooks is not None else None
-    sink = open_sink(output, checker.columns if checker is not None else ())
+    sink = open_sink(output.path, checker.columns if checker is not None else ())
+    output.sync()  # opening may have cut off a torn tail
+    rows = RowLog(prompts=settings.log_prompts)
     bar = not json_lines and settings.verbosity >= 0 and sys.stderr.isatty()
     progress = ProgressDisplay(
         stats.rows_planned,
@@ -300,35 +336,43 @@ async def _run_pool_with(
         tpm=settings.tpm,
         interval=settings.progress_interval,
     )
+    pool: Pool
     pool = Pool(
         completer,
         settings,
-        write=_writer_for(sink),
+        write=_writer_for(sink, output, rows, lambda: pool.control),
         stats=stats,
         on_progress=progress.update,
         on_unauthorized=auth.on_unauthorized,
         hooks=hooks,
     )
     try:
-        return await pool.run(requests)
+        return await pool.run(rows.watch(requests))
     finally:
         progress.close()
         sink.close()
         await completer.aclose()
 
 
-def _writer_for(sink: ResultSink) -> Any:
+def _writer_for(
+    sink: ResultSink, output: Output, rows: RowLog, control: Callable[[], Control]
+) -> Any:
     def write(results: list[RowResult]) -> None:
         sink.write([to_record(result) for result in results])
+        rows.written(results)
+        try:
+            output.sync()
+        except RunStopped as exc:  # results storage failed: stop, resumable
+            control().stop(str(exc), exc.exit_code)
 
     return write
 
 
 def _finish(
-    stats: RunStats, control: Control, elapsed: float, output: Path
+    stats: RunStats, control: Control, elapsed: float, output: Output
 ) -> dict[str, Any]:
     summary = stats.as_dict(elapsed)
-    summary["results"] = str(output)
+    summary["results"] = output.shown
     summary["stopped"] = control.reason
-    write_summary(summary_path(output), summary)
+    output.finish(summary)
     return summary

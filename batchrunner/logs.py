@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -43,6 +43,35 @@ class Redactor(logging.Filter):
         return True
 
 
+class RunContext(logging.Filter):
+    """
+    Adds the run id, the shard and the run's live counters to every record.
+
+    One per process, as logging is: ``configure_logging`` resets it, the job binds
+    it once it knows the run (``bind``) and its counters (``counters``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[str, Any] = {}
+        self.counters: Callable[[], dict[str, Any]] | None = None
+
+    def bind(self, **fields: Any) -> None:
+        """Put *fields* on every record from now on."""
+        self.fields.update(fields)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in self.fields.items():
+            record.__dict__.setdefault(key, value)
+        counters = self.counters() if self.counters is not None else {}
+        record.__dict__.setdefault("counters", counters)
+        return True
+
+
+#: The context of this process's run (see ``RunContext``).
+RUN_CONTEXT = RunContext()
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, event, message and the extra fields."""
 
@@ -67,6 +96,15 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def error_line(message: str, exit_code: int) -> str:
+    """An ``error`` event as a JSON line, for errors before logging is set up."""
+    record = logging.makeLogRecord(
+        {"msg": message, "levelname": "ERROR", "name": "batchrunner"}
+    )
+    record.__dict__.update(event="error", exit_code=exit_code)
+    return JsonFormatter().format(record)
 
 
 class TextFormatter(logging.Formatter):
@@ -99,9 +137,37 @@ def configure_logging(
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     handler.addFilter(redactor)
+    RUN_CONTEXT.fields.clear()
+    RUN_CONTEXT.counters = None
+    handler.addFilter(RUN_CONTEXT)
     logger = logging.getLogger("batchrunner")
     for old in list(logger.handlers):
         logger.removeHandler(old)
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+    _route_other_loggers(handler)
+
+
+def _route_other_loggers(handler: logging.StreamHandler[TextIO]) -> None:
+    """
+    Send warnings of the libraries (azure, openai …) through *handler* too.
+
+    Without a handler of its own, logging prints them as bare text on stderr, which
+    would break one JSON object a line.
+    """
+    global _OTHERS
+    root = logging.getLogger()
+    if _OTHERS is not None:
+        root.removeHandler(_OTHERS)
+    others = logging.StreamHandler(handler.stream)
+    others.setFormatter(handler.formatter)
+    for kept in handler.filters:
+        others.addFilter(kept)
+    others.setLevel(logging.WARNING)
+    root.addHandler(others)
+    _OTHERS = others
+    logging.captureWarnings(True)
+
+
+_OTHERS: logging.Handler | None = None

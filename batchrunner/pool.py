@@ -184,10 +184,10 @@ class Pool:
         if cap is None:
             return True
         cost = row_cost(request, self._price, self.settings)
-        if self.stats.cost + self._reserved_cost + cost > cap:
+        if self.stats.spent + self._reserved_cost + cost > cap:
             self.control.stop(
                 f"the spend cap of {cap} would be passed (spent about"
-                f" {self.stats.cost:.4f}); raise --max-cost or re-run later to go on",
+                f" {self.stats.spent:.4f}); raise --max-cost or re-run later to go on",
                 EXIT_TEMPFAIL,
             )
             return False
@@ -230,6 +230,7 @@ class Pool:
                 for result in batch:
                     self.stats.add(result, self.settings)
                     self._watch_failures(result)
+                    self._watch_failure_budget(result)
                 if self.on_progress is not None:
                     self.on_progress(self.stats)
 
@@ -378,6 +379,19 @@ class Pool:
                 f"the last {count} rows all failed the same way ({kind}:"
                 f" {error.message}); stopping rather than burning through the"
                 " file. Fix the cause and re-run: finished rows are kept",
+                EXIT_ROWS_FAILED,
+            )
+
+    def _watch_failure_budget(self, result: RowResult) -> None:
+        limit = self.settings.max_failures
+        if result.status == "ok" or limit is None:
+            return
+        allowed = limit.allowed(self.stats.rows_planned)
+        if self.stats.rows_failed > allowed:
+            self.control.stop(
+                f"{self.stats.rows_failed} rows failed, more than --max-failures"
+                f" {limit} allows ({allowed}); fix the cause and re-run: finished"
+                " rows are kept and failed ones are tried again",
                 EXIT_ROWS_FAILED,
             )
 

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from batchrunner.errors import ConfigError
+from batchrunner.limits import FailureLimit, parse_failure_limit
 from batchrunner.records import Api
 
 DEFAULT_API_VERSION = "2024-10-21"
@@ -132,6 +133,16 @@ class Settings:
     max_retry_wait: float = 120.0
     #: Upper bound of one exponential back-off wait, in seconds.
     max_backoff: float = 30.0
+    #: Failed rows (or percentage of the rows to send) past which the run stops.
+    max_failures: FailureLimit | None = None
+    #: Number of shards for replicas that carry no ``--shard I/N`` of their own.
+    shards: int | None = None
+    #: Seconds a replica claiming a shard waits for a crashed run's lease to lapse.
+    claim_wait: float = 30.0
+    #: Storage account (name or https URL) for az:// paths, signed in with Entra ID.
+    storage_account: str | None = None
+    #: Put prompt and answer text in the per-row log events (``-v``).
+    log_prompts: bool = False
     input: InputSettings = field(default_factory=InputSettings)
     #: Model parameters passed through with every request (temperature, max_tokens …).
     request: Mapping[str, Any] = field(default_factory=dict)
@@ -169,6 +180,8 @@ class Settings:
                 value = {k: getattr(value, k) for k in value.__dataclass_fields__}
             elif isinstance(value, Api):
                 value = value.value
+            elif isinstance(value, FailureLimit):
+                value = str(value)
             elif isinstance(value, Mapping):
                 value = dict(value)
             shown[name] = value
@@ -250,6 +263,14 @@ def _positive_float(value: Any) -> float:
     number = float(value)
     if not number > 0:
         msg = f"{value!r} is not a positive number"
+        raise ValueError(msg)
+    return number
+
+
+def _non_negative_float(value: Any) -> float:
+    number = float(value)
+    if not number >= 0:
+        msg = f"{value!r} is not a number of seconds (0 or more)"
         raise ValueError(msg)
     return number
 
@@ -347,6 +368,11 @@ SCALARS: dict[str, Any] = {
     "cache": _text,
     "dedupe": parse_bool,
     "progress_interval": _positive_float,
+    "max_failures": parse_failure_limit,
+    "shards": _positive_int,
+    "claim_wait": _non_negative_float,
+    "storage_account": _text,
+    "log_prompts": parse_bool,
 }
 SECTIONS = ("input", "request", "prices")
 #: ``input.*`` settings that also have a flag and a ``BATCHRUNNER_<KEY>`` variable.

@@ -65,7 +65,7 @@ def _entries(settings: Settings, input_arg: str) -> Iterator[tuple[str, Any, str
         if name in _SECTIONS or name == "show_config":
             continue
         if name == "output" and value is None:
-            from batchrunner.job import default_output  # the same rule as the run
+            from batchrunner.sharding import default_output  # the same rule as the run
 
             yield name, str(default_output(input_arg)), "default: beside the input"
             continue

@@ -55,6 +55,26 @@ class RunStats:
     latencies_ms: array[int] = field(default_factory=lambda: array("l"))
     error_kinds: Counter[str] = field(default_factory=Counter)
     error_examples: dict[str, str] = field(default_factory=dict)
+    #: Estimated spend of the rows earlier runs recorded in the same output
+    #: (read only under ``--max-cost``: None when not read).
+    cost_before: float | None = None
+
+    @property
+    def spent(self) -> float:
+        """What the output has cost so far: earlier runs plus this one."""
+        return (self.cost_before or 0.0) + self.cost
+
+    def counters(self) -> dict[str, int]:
+        """The counters every JSON log line carries."""
+        return {
+            "rows_planned": self.rows_planned,
+            "rows_done": self.rows_ok + self.rows_failed,
+            "rows_ok": self.rows_ok,
+            "rows_failed": self.rows_failed,
+            "requests": self.requests,
+            "retries": self.retries,
+            "throttled": self.throttled,
+        }
 
     def note_attempt(self, failure: ApiFailure | None) -> None:
         """Count one request sent, and whether it was throttled."""
@@ -141,6 +161,9 @@ class RunStats:
                 "p95": percentile(latencies, 0.95),
             },
             "estimated_cost_usd": round(self.cost, 6) if self.cost_known else None,
+            "estimated_cost_before_usd": None
+            if self.cost_before is None
+            else round(self.cost_before, 6),
             "errors": [
                 {"kind": kind, "rows": count, "example": self.error_examples[kind]}
                 for kind, count in self.error_kinds.most_common(5)

@@ -2,16 +2,20 @@
 Remembering that an input was validated, so a re-run need not read it twice.
 
 A resumed million-row job would otherwise spend most of its start-up re-checking
-a file that has not changed. The stamp beside the output names the input by its
-path, size and modification time, and the settings that shape its requests; any
-change there and the input is validated again.
+a file that has not changed. A stamp names the input by its path, size and
+modification time, and the settings that shape its requests; any change there
+and the input is validated again. Stamps live in batchrunner's state directory
+(``BATCHRUNNER_STATE_DIR``, else ``$XDG_CACHE_HOME/batchrunner``, else
+``~/.cache/batchrunner``), one small file per input; deleting them is harmless.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +23,19 @@ from typing import Any
 from batchrunner.settings import Settings
 
 
-def stamp_path(output: Path) -> Path:
-    """Where the stamp of *output*'s input lives: ``<output>.validated.json``."""
-    return output.with_name(output.name + ".validated.json")
+def state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where batchrunner keeps what it remembers between runs."""
+    env = os.environ if environ is None else environ
+    if env.get("BATCHRUNNER_STATE_DIR"):
+        return Path(env["BATCHRUNNER_STATE_DIR"])
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "batchrunner"
+
+
+def stamp_path(stamp: dict[str, Any]) -> Path:
+    """The file that remembers the input of *stamp*."""
+    name = hashlib.sha256(stamp["input"].encode("utf-8", "surrogatepass")).hexdigest()
+    return state_dir() / "validated" / f"{name[:32]}.json"
 
 
 def input_stamp(path: str, settings: Settings) -> dict[str, Any] | None:
@@ -59,10 +73,10 @@ class Validated:
     repeats: dict[int, int] | None = None
 
 
-def recall(output: Path, stamp: dict[str, Any]) -> Validated | None:
+def recall(stamp: dict[str, Any]) -> Validated | None:
     """What was found when this very input was validated, else None."""
     try:
-        saved = json.loads(stamp_path(output).read_text(encoding="utf-8"))
+        saved = json.loads(stamp_path(stamp).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(saved, dict) or saved.get("stamp") != stamp:
@@ -75,13 +89,17 @@ def recall(output: Path, stamp: dict[str, Any]) -> Validated | None:
     return Validated(rows)
 
 
-def remember(output: Path, stamp: dict[str, Any], found: Validated) -> None:
-    """Record that the input of *stamp* validated, and what was found."""
-    path = stamp_path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def remember(stamp: dict[str, Any], found: Validated) -> None:
+    """Record that the input of *stamp* validated (best effort: it is a cache)."""
+    path = stamp_path(stamp)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return
     tmp = path.with_name(path.name + ".tmp")
     saved: dict[str, Any] = {"stamp": stamp, "rows": found.rows}
     if found.repeats is not None:
         saved["repeats"] = sorted(found.repeats.items())
-    tmp.write_text(json.dumps(saved), encoding="utf-8")
-    tmp.replace(path)
+    with contextlib.suppress(OSError):
+        tmp.write_text(json.dumps(saved), encoding="utf-8")
+        tmp.replace(path)

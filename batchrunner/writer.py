@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, BinaryIO, Protocol, Self
 
 from batchrunner.errors import UsageError
+from batchrunner.lock import held
 
 if sys.platform != "win32":
     import fcntl
@@ -480,8 +481,8 @@ class _Sink:
 
 def _lock(handle: io.BufferedWriter, path: Path) -> None:
     """Refuse a second writer: two runs on one file would cut each other's records."""
-    if sys.platform == "win32":
-        return
+    if sys.platform == "win32" or held(path):
+        return  # held: the run locked it before reading the earlier results
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from azure.storage.blob import ContainerClient
 
 from batchrunner.simulator import SimConfig, SimulatorServer
+from tests.azurite import connection_string, running_azurite
 
 SECRET_KEY = "sk-test-0123456789abcdef-SECRET"
 DEPLOYMENT = "gpt-4o-mini"
 
 #: Variables that would point a test at a real Azure resource or change defaults.
-_OUR_PREFIXES = ("AZURE_", "OPENAI_", "BATCHRUNNER_", "IDENTITY_", "MSI_")
+_OUR_PREFIXES = (
+    "AZURE_", "OPENAI_", "BATCHRUNNER_", "IDENTITY_", "MSI_", "JOB_COMPLETION_INDEX",
+)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +29,8 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.startswith(_OUR_PREFIXES):
             monkeypatch.delenv(name)
+    # What runs remember between them (validation stamps) stays in the test.
+    monkeypatch.setenv("BATCHRUNNER_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.chdir(tmp_path)
 
 
@@ -59,6 +66,7 @@ def azure_env(
 def child_env(simulator: SimulatorServer, **extra: str) -> dict[str, str]:
     """The environment for a batchrunner subprocess pointed at *simulator*."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_OUR_PREFIXES)}
+    env["BATCHRUNNER_STATE_DIR"] = os.environ["BATCHRUNNER_STATE_DIR"]
     env.update(
         AZURE_OPENAI_ENDPOINT=simulator.url,
         AZURE_OPENAI_API_KEY=SECRET_KEY,
@@ -71,3 +79,24 @@ def child_env(simulator: SimulatorServer, **extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture(scope="session")
+def azurite_url() -> Iterator[str]:
+    """The blob endpoint of Azurite on loopback, shared by the session."""
+    with running_azurite() as url:
+        yield url
+
+
+@pytest.fixture
+def container(
+    clean_environ: None, azurite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> ContainerClient:
+    """A new, empty container, with AZURE_STORAGE_CONNECTION_STRING pointing at it."""
+    connection = connection_string(azurite_url)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection)
+    client = ContainerClient.from_connection_string(
+        connection, "c" + uuid.uuid4().hex[:16]
+    )
+    client.create_container()
+    return client

@@ -376,7 +376,8 @@ def test_no_credential_exits_3_before_any_request_listing_what_was_tried(
     """No key and no identity anywhere: exit 3, each credential's failure, the fix."""
     assert run([str(job(tmp_path, 10))]) == EXIT_AUTH
     assert simulator.ledger.count() == 0
-    assert not (tmp_path / "job.results.jsonl").exists()
+    results = tmp_path / "job.results.jsonl"  # held (locked) before auth, but empty
+    assert not results.exists() or results.stat().st_size == 0
     err = capsys.readouterr().err
     for tried in (
         "EnvironmentCredential",

@@ -373,7 +373,7 @@ def test_dry_run_sends_nothing(
 ) -> None:
     """--dry-run counts tokens and prices the job without a request."""
     source = write_jsonl(tmp_path / "d.jsonl", prompts(4))
-    assert run([str(source), "--dry-run"]) == 0
+    assert run([str(source), "--dry-run", "--log-format", "text"]) == 0
     out, _ = capsys.readouterr()
     assert "rows to send     4" in out
     assert "prompt tokens" in out
@@ -461,7 +461,7 @@ def test_changed_input_is_validated_again(
     """A re-run trusts an unchanged input's validation, but not an edited one."""
     source = write_jsonl(tmp_path / "v.jsonl", prompts(3))
     assert run([str(source)]) == 0
-    assert (tmp_path / "v.results.jsonl.validated.json").exists()
+    assert list((tmp_path / "state" / "validated").glob("*.json"))
     with source.open("a") as f:
         f.write('{"id": "r0", "prompt": "a duplicate"}\n')
     assert run([str(source)]) == 2
