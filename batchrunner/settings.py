@@ -98,6 +98,9 @@ class Settings:
     max_retry_wait: float = 120.0
     #: Upper bound of one exponential back-off wait, in seconds.
     max_backoff: float = 30.0
+    #: What carries the SDK's HTTP requests: ``aiohttp`` (less CPU per request) or
+    #: ``httpx``, the SDK's own default transport.
+    http_transport: str = "aiohttp"
     input: InputSettings = field(default_factory=InputSettings)
     #: Model parameters passed through with every request (temperature, max_tokens …).
     request: Mapping[str, Any] = field(default_factory=dict)
@@ -247,6 +250,7 @@ SCALARS: dict[str, Any] = {
     "grace_seconds": _positive_float,
     "max_retry_wait": _positive_float,
     "max_backoff": _positive_float,
+    "http_transport": _choice("aiohttp", "httpx"),
 }
 SECTIONS = ("input", "request", "prices")
 
