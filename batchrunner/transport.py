@@ -99,10 +99,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             answer = await session.request(
                 request.method,
                 URL(str(request.url), encoded=True),
-                headers=[
-                    (k.decode("latin-1"), v.decode("latin-1"))
-                    for k, v in request.headers.raw
-                ],
+                headers=_headers(request),
                 data=body or None,
                 timeout=self._timeout_for(request),
                 allow_redirects=False,
@@ -186,6 +183,16 @@ class AiohttpClient(httpx2.AsyncClient):
             ssl_context=httpx2.create_ssl_context(verify, cert, trust_env),
             proxy=proxy,
         )
+
+
+def _headers(request: httpx2.Request) -> list[tuple[str, str]]:
+    # The body is sent whole, so aiohttp frames it with a Content-Length; a
+    # streamed request's "Transfer-Encoding: chunked" would contradict that.
+    return [
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in request.headers.raw
+        if name.lower() != b"transfer-encoding"
+    ]
 
 
 def client_timeout(

@@ -5,9 +5,11 @@ timeouts, limits and proxies as the SDK's default httpx transport.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import gzip
 import socket
+import ssl
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+import trustme
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -223,7 +226,85 @@ def test_timeouts_translate_to_aiohttp() -> None:
     assert client_timeout(None, None, None).connect is None
 
 
-# --- wire details, against a small aiohttp app --------------------------------
+# --- wire details ------------------------------------------------------------
+
+_CHAT_ANSWER = b'{"choices": [{"index": 0, "message": {"content": "hi"}}]}'
+
+
+class _Capture:
+    """A bare HTTP/1.1 server that keeps every request's head and body as sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[list[bytes], bytes]] = []
+
+    async def handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Read one request (Content-Length framed), answer a fixed chat body."""
+        head = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")[:-2]
+        lengths = [line for line in head if line.lower().startswith(b"content-length")]
+        size = int(lengths[0].split(b":")[1]) if lengths else 0
+        self.requests.append((head, await reader.readexactly(size)))
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(_CHAT_ANSWER), _CHAT_ANSWER)
+        )
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.fixture
+async def capture() -> AsyncIterator[tuple[_Capture, str]]:
+    """A ``_Capture`` server on loopback and its URL."""
+    recorder = _Capture()
+    server = await asyncio.start_server(recorder.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield recorder, f"http://127.0.0.1:{port}"
+
+
+async def test_sdk_requests_are_byte_identical_on_both_transports(
+    capture: tuple[_Capture, str],
+) -> None:
+    """The SDK's request line, headers (order and case) and body do not change."""
+    recorder, url = capture
+    for transport in TRANSPORTS:
+        completer = AzureCompleter(
+            _settings(transport), endpoint=url, api_key=SECRET_KEY
+        )
+        try:
+            reply = await completer.complete(_chat("same bytes"))
+        finally:
+            await completer.aclose()
+        assert reply.output == "hi"
+    (aiohttp_head, aiohttp_body), (httpx_head, httpx_body) = recorder.requests
+    assert aiohttp_head == httpx_head
+    assert aiohttp_body == httpx_body
+    route = f"POST /openai/deployments/{DEPLOYMENT}/chat/completions?"
+    assert aiohttp_head[0].startswith(route.encode())
+
+
+async def test_streamed_request_body_is_framed_once(
+    capture: tuple[_Capture, str],
+) -> None:
+    """A streamed request body goes whole with a Content-Length and no chunking."""
+    recorder, url = capture
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"abc"
+        yield b"def"
+
+    async with AiohttpClient() as client:
+        await client.post(url + "/upload", content=pieces())
+    ((head, body),) = recorder.requests
+    framing = [line.lower() for line in head if line.lower().startswith(b"content-")]
+    assert framing == [b"content-length: 6"]
+    assert not [line for line in head if line.lower().startswith(b"transfer-")]
+    assert body == b"abcdef"
+
+
+# --- more wire details, against a small aiohttp app --------------------------
 
 
 async def _wire(request: web.Request) -> web.StreamResponse:
@@ -242,12 +323,16 @@ async def _wire(request: web.Request) -> web.StreamResponse:
     return answer
 
 
+def _wire_app() -> web.Application:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", _wire)
+    return app
+
+
 @pytest.fixture
 async def wire() -> AsyncIterator[str]:
     """A local app answering with repeated headers, gzip, and an event stream."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", _wire)
-    async with TestServer(app, host="127.0.0.1") as server:
+    async with TestServer(_wire_app(), host="127.0.0.1") as server:
         yield str(server.make_url(""))
 
 
@@ -267,6 +352,32 @@ async def test_event_stream_is_streamed(wire: str) -> None:
     ):
         text = "".join([piece async for piece in answer.aiter_text()])
     assert text == "data: 0\n\ndata: 1\n\ndata: 2\n\n"
+
+
+async def test_tls_trusts_the_ca_named_by_ssl_cert_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS to a private CA fails until SSL_CERT_FILE names it, as with httpx2."""
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    server = TestServer(_wire_app(), host="127.0.0.1")
+    await server.start_server(ssl=server_context)
+    url = str(server.make_url("/x"))
+    try:
+        async with AiohttpClient() as client:
+            with pytest.raises(httpx2.ConnectError):
+                await client.post(url, headers={"x-echo": "tls"})
+        monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+        async with AiohttpClient() as client:
+            answer = await client.post(url, headers={"x-echo": "tls"})
+    finally:
+        await server.close()
+    assert answer.json() == {"echo": "tls"}
 
 
 def test_settings_file_accepts_the_transport(tmp_path: Path) -> None:
