@@ -285,6 +285,27 @@ async def test_sdk_requests_are_byte_identical_on_both_transports(
     assert aiohttp_head[0].startswith(route.encode())
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_proxy_credentials_go_to_the_proxy(
+    capture: tuple[_Capture, str], monkeypatch: pytest.MonkeyPatch, transport: str
+) -> None:
+    """Credentials in HTTP_PROXY become Proxy-Authorization, as httpx2 sends them."""
+    recorder, proxy = capture
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.replace("http://", "http://user:pw@"))
+    completer = AzureCompleter(
+        _settings(transport), endpoint="http://azure.invalid", api_key=SECRET_KEY
+    )
+    try:
+        await completer.complete(_chat("via the proxy"))
+    finally:
+        await completer.aclose()
+    ((head, _),) = recorder.requests
+    assert head[0].startswith(b"POST http://azure.invalid/openai/deployments/")
+    assert b"Proxy-Authorization: Basic dXNlcjpwdw==" in head
+
+
 async def test_streamed_request_body_is_framed_once(
     capture: tuple[_Capture, str],
 ) -> None:
