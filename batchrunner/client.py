@@ -25,6 +25,7 @@ from batchrunner.ratelimit import parse_rate_limits
 from batchrunner.records import Api, RateLimits, Reply, Request, Usage
 from batchrunner.retry import is_retryable_status, parse_retry_after
 from batchrunner.settings import Settings
+from batchrunner.transport import AiohttpClient
 
 TokenProvider = Callable[[], Awaitable[str]]
 
@@ -69,11 +70,7 @@ class AzureCompleter:
         assert settings.deployment
         self.deployment = settings.deployment
         timeout = httpx2.Timeout(settings.timeout, connect=min(settings.timeout, 10.0))
-        limits = httpx2.Limits(
-            max_connections=settings.concurrency,
-            max_keepalive_connections=settings.concurrency,
-        )
-        self._http = httpx2.AsyncClient(limits=limits, timeout=timeout)
+        self._http = http_client(settings, timeout)
         self.sdk = AsyncAzureOpenAI(
             azure_endpoint=endpoint,
             api_version=settings.api_version,
@@ -112,6 +109,20 @@ class AzureCompleter:
         """Close the connection pool."""
         await self.sdk.close()
         await self._http.aclose()
+
+
+def http_client(settings: Settings, timeout: httpx2.Timeout) -> httpx2.AsyncClient:
+    """
+    The SDK's HTTP client: one pool of *settings.concurrency* connections, over
+    aiohttp unless the settings say httpx (the SDK's default transport).
+    """
+    limits = httpx2.Limits(
+        max_connections=settings.concurrency,
+        max_keepalive_connections=settings.concurrency,
+    )
+    if settings.http_transport == "httpx":
+        return httpx2.AsyncClient(limits=limits, timeout=timeout)
+    return AiohttpClient(limits=limits, timeout=timeout)
 
 
 # --- answers -----------------------------------------------------------------

@@ -251,13 +251,33 @@ class Pool:
         return result
 
     async def _process(self, request: Request) -> RowResult | None:
-        attempts = 0
+        # Most rows succeed at once: the retrier is built only after a failure.
+        try:
+            await self._wait_turn(request)
+            reply = await self._send(request)
+        except _Abandoned:
+            return None
+        except ApiFailure as failure:
+            return await self._retry(request, failure)
+        return _ok_result(request, reply, attempts=1)
+
+    async def _retry(self, request: Request, first: ApiFailure) -> RowResult | None:
+        """
+        Go on after the first attempt failed with *first*. The retrier is handed
+        that failure as its own first attempt, so its decisions, waits and attempt
+        numbers are those of a retrier that had sent it.
+        """
+        attempts = 1
+        replay: ApiFailure | None = first
         retrier = retrying(
             self.policy, before_sleep=self._before_sleep, sleep=self._sleep
         )
         try:
             async for attempt in retrier:
                 with attempt:
+                    if replay is not None:
+                        failure, replay = replay, None
+                        raise failure
                     await self._wait_turn(request)
                     attempts += 1
                     reply = await self._send(request)
@@ -265,16 +285,7 @@ class Pool:
             return None
         except ApiFailure as failure:
             return _error_result(request, failure, attempts)
-        return RowResult(
-            id=request.row_id,
-            status="ok",
-            reply=reply,
-            error=None,
-            attempts=attempts,
-            latency_ms=reply.latency_ms,
-            request_id=reply.request_id,
-            passthrough=request.passthrough,
-        )
+        return _ok_result(request, reply, attempts)
 
     async def _wait_turn(self, request: Request) -> None:
         if self.control.stopping:
@@ -433,6 +444,19 @@ class Pool:
             f"the deadline of {deadline:.0f} s is near; re-run to go on", EXIT_TEMPFAIL
         )
         self._cancel_work_after(max(0.0, margin))
+
+
+def _ok_result(request: Request, reply: Reply, attempts: int) -> RowResult:
+    return RowResult(
+        id=request.row_id,
+        status="ok",
+        reply=reply,
+        error=None,
+        attempts=attempts,
+        latency_ms=reply.latency_ms,
+        request_id=reply.request_id,
+        passthrough=request.passthrough,
+    )
 
 
 def _error_result(request: Request, failure: ApiFailure, attempts: int) -> RowResult:

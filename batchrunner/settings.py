@@ -143,6 +143,9 @@ class Settings:
     storage_account: str | None = None
     #: Put prompt and answer text in the per-row log events (``-v``).
     log_prompts: bool = False
+    #: What carries the SDK's HTTP requests: ``aiohttp`` (less CPU per request) or
+    #: ``httpx``, the SDK's own default transport.
+    http_transport: str = "aiohttp"
     input: InputSettings = field(default_factory=InputSettings)
     #: Model parameters passed through with every request (temperature, max_tokens …).
     request: Mapping[str, Any] = field(default_factory=dict)
@@ -373,6 +376,7 @@ SCALARS: dict[str, Any] = {
     "claim_wait": _non_negative_float,
     "storage_account": _text,
     "log_prompts": parse_bool,
+    "http_transport": _choice("aiohttp", "httpx"),
 }
 SECTIONS = ("input", "request", "prices")
 #: ``input.*`` settings that also have a flag and a ``BATCHRUNNER_<KEY>`` variable.
