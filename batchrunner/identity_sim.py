@@ -28,7 +28,6 @@ with Azure's 401. ``ledger`` counts the token requests by endpoint.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import secrets
 import socket
@@ -44,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from batchrunner.background import BackgroundServer
 
 #: The resource Azure OpenAI tokens are for (the scope without ``/.default``).
 COGNITIVE_SERVICES = "https://cognitiveservices.azure.com"
@@ -408,11 +409,13 @@ def _bound_socket(host: str) -> socket.socket:
     return sock
 
 
-class IdentityServer:
+class IdentityServer(BackgroundServer):
     """
     The fake endpoints on their own event loop in a daemon thread: plain HTTP,
     and HTTPS too when *tls* is given (``trustme``'s CA, see ``TestCA``).
     """
+
+    thread_name = "batchrunner-identity"
 
     def __init__(
         self,
@@ -426,9 +429,7 @@ class IdentityServer:
         self._tls = tls
         self.port = 0
         self.tls_port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        super().__init__()
 
     @property
     def url(self) -> str:
@@ -464,21 +465,6 @@ class IdentityServer:
             "AZURE_FEDERATED_TOKEN_FILE": str(token_file),
         }
 
-    def start(self) -> None:
-        """Serve in the background; returns once the ports are open."""
-        if self._thread is not None:
-            return
-        ready = threading.Event()
-        thread = threading.Thread(
-            target=self._run, args=(ready,), name="batchrunner-identity", daemon=True
-        )
-        thread.start()
-        ready.wait()
-        if self._error is not None:
-            thread.join()
-            raise self._error
-        self._thread = thread
-
     async def _serve(self) -> web.AppRunner:
         runner = web.AppRunner(
             create_app(self.issuer), access_log=None, handle_signals=False
@@ -492,39 +478,6 @@ class IdentityServer:
             await web.SockSite(runner, secure, ssl_context=self._tls).start()
             self.tls_port = secure.getsockname()[1]
         return runner
-
-    def _run(self, ready: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            runner = loop.run_until_complete(self._serve())
-        except BaseException as exc:  # handed to start(), which raises it
-            self._error = exc
-            loop.close()
-            ready.set()
-            return
-        self._loop = loop
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-    def stop(self) -> None:
-        """Stop serving and wait for the thread to end; safe to call twice."""
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        self._thread = self._loop = None
-
-    def __enter__(self) -> IdentityServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 class TestCA:

@@ -41,7 +41,7 @@ class FileLock:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._handle: BinaryIO | None = path.open("ab")
         try:
-            _flock(self._handle, path)
+            flock_or_refuse(self._handle, path)
         except BaseException:
             self._handle.close()
             raise
@@ -56,7 +56,8 @@ class FileLock:
             self._handle = None
 
 
-def _flock(handle: BinaryIO, path: Path) -> None:
+def flock_or_refuse(handle: BinaryIO, path: Path) -> None:
+    """Lock *path*'s open *handle*, or refuse: another live run writes it."""
     if sys.platform == "win32":
         return
     try:

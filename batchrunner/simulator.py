@@ -50,6 +50,7 @@ import bpe_openai
 import numpy as np
 from aiohttp import web
 
+from batchrunner.background import BackgroundServer
 from batchrunner.schemagen import structured_text
 from batchrunner.tokens import TokenCounter, encoding_name_for
 
@@ -993,7 +994,7 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-class SimulatorServer:
+class SimulatorServer(BackgroundServer):
     """The simulator on its own event loop in a daemon thread."""
 
     def __init__(
@@ -1003,9 +1004,7 @@ class SimulatorServer:
         self.ledger = Ledger()
         self.host = host
         self.port = port
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        super().__init__()
 
     @property
     def url(self) -> str:
@@ -1015,56 +1014,10 @@ class SimulatorServer:
             raise RuntimeError(msg)
         return _url(self.host, self.port)
 
-    def start(self) -> None:
-        """Serve in the background; returns once the port is open."""
-        if self._thread is not None:
-            return
-        ready = threading.Event()
-        thread = threading.Thread(
-            target=self._run, args=(ready,), name="batchrunner-simulator", daemon=True
-        )
-        thread.start()
-        ready.wait()
-        if self._error is not None:
-            thread.join()
-            raise self._error
-        self._thread = thread
-
-    def _run(self, ready: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            app = create_app(self.config, self.ledger)
-            runner, self.port = loop.run_until_complete(
-                _start(app, self.host, self.port)
-            )
-        except BaseException as exc:  # handed to start(), which raises it
-            self._error = exc
-            loop.close()
-            ready.set()
-            return
-        self._loop = loop
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-    def stop(self) -> None:
-        """Stop serving and wait for the thread to end; safe to call twice."""
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        self._thread = self._loop = None
-
-    def __enter__(self) -> SimulatorServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    async def _serve(self) -> web.AppRunner:
+        app = create_app(self.config, self.ledger)
+        runner, self.port = await _start(app, self.host, self.port)
+        return runner
 
 
 def _pair(text: str) -> tuple[str, str]:

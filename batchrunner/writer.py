@@ -26,10 +26,10 @@ from types import TracebackType
 from typing import Any, BinaryIO, Protocol, Self
 
 from batchrunner.errors import UsageError
-from batchrunner.lock import held
+from batchrunner.lock import flock_or_refuse, held
 
 if sys.platform != "win32":
-    import fcntl
+    pass
 
 log = logging.getLogger("batchrunner.writer")
 
@@ -481,19 +481,9 @@ class _Sink:
 
 def _lock(handle: io.BufferedWriter, path: Path) -> None:
     """Refuse a second writer: two runs on one file would cut each other's records."""
-    if sys.platform == "win32" or held(path):
+    if held(path):
         return  # held: the run locked it before reading the earlier results
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        msg = (
-            f"{path} is being written by another batchrunner run; wait for it to"
-            " finish, or choose another --output."
-        )
-        raise UsageError(msg) from None
-    except OSError as exc:
-        # Some network filesystems have no locks; one run per file is then on the user.
-        log.debug("%s: cannot lock (%s); carrying on without a lock", path, exc)
+    flock_or_refuse(handle, path)
 
 
 class JsonlSink(_Sink):
