@@ -26,6 +26,7 @@ from batchrunner.records import Api, RateLimits, Reply, Request, Usage
 from batchrunner.retry import is_retryable_status, parse_retry_after
 from batchrunner.settings import Settings
 from batchrunner.transport import AiohttpClient
+from batchrunner.urlcache import install as install_url_cache
 
 TokenProvider = Callable[[], Awaitable[str]]
 
@@ -69,6 +70,7 @@ class AzureCompleter:
     ) -> None:
         assert settings.deployment
         self.deployment = settings.deployment
+        install_url_cache()
         timeout = httpx2.Timeout(settings.timeout, connect=min(settings.timeout, 10.0))
         self._http = http_client(settings, timeout)
         self.sdk = AsyncAzureOpenAI(
@@ -100,7 +102,11 @@ class AzureCompleter:
             raise failure_from(exc, latency) from None
         latency = round((time.monotonic() - started) * 1000)
         data = json.loads(response.content)
-        headers = response.headers
+        # One pass over the raw headers: httpx2's get() scans and decodes them all.
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in response.headers.raw
+        }
         request_id = headers.get("x-request-id") or headers.get("apim-request-id")
         limits = parse_rate_limits(headers)
         return reply_from(request.api, data, request_id, latency, limits)
