@@ -84,6 +84,7 @@ class SimConfig:
     api_key: str = "sim-key"
     #: Deployment name → the model name reported in answers.
     deployments: dict[str, str] = field(default_factory=_default_deployments)
+    #: Seconds each answer takes, counted from the request's arrival.
     latency: float = 0.0
     rpm: int | None = None
     tpm: int | None = None
@@ -513,12 +514,48 @@ def _quota_exhausted(operation: str, api_version: str | None) -> _Answer:
 # --- one request -------------------------------------------------------------------
 
 
+class Waker:
+    """
+    Sleeps until a deadline, on time on average. asyncio wakes a sleeper up to
+    a millisecond late (epoll counts whole milliseconds, rounded up) and later
+    still when the loop is busy; a 100 ms answer would take 102. This learns
+    how late wake-ups come and goes to sleep that much earlier.
+    """
+
+    #: The most lateness it makes up for, and how fast it follows a change.
+    MAX_LATE = 0.005
+    WEIGHT = 0.1
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.late = 0.0
+        self._clock = clock
+
+    def wait_for(self, deadline: float) -> float:
+        """Seconds to sleep now so as to wake up at *deadline*."""
+        return deadline - self._clock() - self.late
+
+    def woke(self, asked: float) -> None:
+        """Learn from a wake-up that was asked for at clock time *asked*."""
+        sample = self._clock() - asked
+        late = (1 - self.WEIGHT) * self.late + self.WEIGHT * sample
+        self.late = min(self.MAX_LATE, max(0.0, late))
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Return at *deadline* (at once when it has passed)."""
+        wait = self.wait_for(deadline)
+        if wait > 0:
+            asked = self._clock() + wait
+            await asyncio.sleep(wait)
+            self.woke(asked)
+
+
 @dataclass
 class _State:
     config: SimConfig
     ledger: Ledger
     limiter: _Limiter
     rng: random.Random
+    waker: Waker = field(default_factory=Waker)
 
 
 _STATE = web.AppKey("batchrunner_simulator_state", _State)
@@ -878,6 +915,7 @@ async def _read_call(request: web.Request, operation: str) -> _Call:
 
 
 async def _serve(state: _State, request: web.Request, operation: str) -> web.Response:
+    arrived = time.monotonic()
     call = await _read_call(request, operation)
     auth, answer = _decide(state, call, request.headers)
     entry = LedgerEntry(
@@ -891,9 +929,12 @@ async def _serve(state: _State, request: web.Request, operation: str) -> web.Res
         prompt=call.prompt,
     )
     state.ledger._record(entry)
+    # The latency is the answer's whole time from the request's arrival, as
+    # with a service that has cores of its own: the simulator's own work (it
+    # shares a machine with the client under test) is taken out of it.
     delay = state.config.latency + answer.stall
     if delay > 0:
-        await asyncio.sleep(delay)
+        await state.waker.sleep_until(arrived + delay)
     if not isinstance(answer.status, int):
         # Drop the connection with nothing sent. aiohttp then finds the transport
         # closed and quietly discards the response returned here.
@@ -1037,7 +1078,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--host", default="127.0.0.1")
     add("--port", type=int, default=8000, help="0 picks a free port")
     add("--api-key", default=defaults.api_key)
-    add("--latency", type=float, default=0.0, help="seconds added to every answer")
+    add(
+        "--latency", type=float, default=0.0,
+        help="seconds every answer takes, from the request's arrival",
+    )  # fmt: skip
     add("--rpm", type=int)
     add("--tpm", type=int)
     add("--window", type=float, default=defaults.window, help="rate-limit window, s")

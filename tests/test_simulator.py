@@ -20,7 +20,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 import batchrunner
-from batchrunner.simulator import SimConfig, SimulatorServer
+from batchrunner.simulator import SimConfig, SimulatorServer, Waker
 from batchrunner.tokens import TokenCounter
 
 API_VERSION = "2024-10-21"
@@ -556,3 +556,34 @@ def test_module_entry_point_prints_its_address() -> None:
     assert re.fullmatch(
         r"batchrunner simulator listening on http://127\.0\.0\.1:\d+\n", line
     )
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_waker_learns_how_late_wake_ups_come_and_sleeps_that_much_less() -> None:
+    clock = _Clock()
+    waker = Waker(clock)
+    assert waker.wait_for(100.1) == pytest.approx(0.1)
+    for _ in range(200):  # every wake-up 2 ms after the time asked for
+        asked = clock.now + waker.wait_for(clock.now + 0.1)
+        clock.now = asked + 0.002
+        waker.woke(asked)
+    assert waker.late == pytest.approx(0.002, abs=1e-5)
+    assert waker.wait_for(clock.now + 0.1) == pytest.approx(0.098, abs=1e-5)
+
+
+def test_waker_makes_up_for_a_few_milliseconds_at_most_never_a_negative() -> None:
+    clock = _Clock()
+    waker = Waker(clock)
+    for _ in range(100):  # a stalled loop: wake-ups a second late
+        waker.woke(clock.now - 1.0)
+    assert waker.late == Waker.MAX_LATE
+    for _ in range(200):  # early wake-ups teach nothing below zero
+        waker.woke(clock.now + 1.0)
+    assert waker.late == 0.0
