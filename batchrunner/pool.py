@@ -48,6 +48,32 @@ FAILURE_STREAK_LIMIT = 10
 WRITE_BATCH = 512
 
 
+async def take(stream: MemoryObjectReceiveStream[Request]) -> Request | None:
+    """
+    The next item of *stream*, or None once it has ended. An item that is
+    already waiting is taken without a trip round the event loop: anyio's
+    receive() yields first, and on a busy loop every worker that finishes a
+    row would wait behind all the other callbacks before taking the next.
+    """
+    try:
+        return stream.receive_nowait()
+    except anyio.WouldBlock:
+        try:
+            return await stream.receive()
+        except anyio.EndOfStream:
+            return None
+    except anyio.EndOfStream:
+        return None
+
+
+async def hand_over(stream: MemoryObjectSendStream[Request], item: Request) -> None:
+    """Give *item* to a waiting receiver at once, else wait for one."""
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        await stream.send(item)
+
+
 @dataclass
 class Control:
     """Whether the run is stopping, why, and with which exit code."""
@@ -177,7 +203,7 @@ class Pool:
             for request in requests:
                 if self.control.stopping:
                     break
-                await out.send(request)
+                await hand_over(out, request)
 
     def _within_budget(self, request: Request) -> bool:
         cap = self.settings.max_cost
@@ -199,7 +225,7 @@ class Pool:
         results: MemoryObjectSendStream[RowResult],
     ) -> None:
         async with requests, results:
-            async for request in requests:
+            while (request := await take(requests)) is not None:
                 # Checked when a worker is free, so in-flight rows have settled.
                 if self.control.stopping or not self._within_budget(request):
                     continue
@@ -210,7 +236,11 @@ class Pool:
                 finally:
                     self._reserved_cost -= cost
                     self._refreshed_rows.discard(request.row_id)
-                if result is not None:
+                if result is None:
+                    continue
+                try:
+                    results.send_nowait(result)
+                except anyio.WouldBlock:
                     # A paid-for answer must reach the writer even while stopping.
                     with anyio.CancelScope(shield=True):
                         await results.send(result)

@@ -37,6 +37,9 @@ SLOW_START_DOUBLINGS_PER_SECOND = 4.0
 #: Slots are booked at most this far ahead, so that a rate that changes (a 429,
 #: a learned budget, slow start) applies to requests not yet sent.
 HORIZON_SECONDS = 1.0
+#: A slot this close is taken at once: a sleep that short returns a loop round
+#: later anyway, and Azure's windows (1–10 s) cannot tell the difference.
+SLACK_SECONDS = 0.001
 #: How far back the sending rate is measured when a 429 asks us to slow down.
 MEASURE_SECONDS = 10.0
 
@@ -231,7 +234,7 @@ class Pacer:
                 await self._sleep(ahead - HORIZON_SECONDS)
             pauses = self._pauses
             delay = self.reserve(tokens)
-            if delay > 0:
+            if delay > SLACK_SECONDS:
                 await self._sleep(delay)
             # A 429 while we waited: our slot was booked at the old rate, and
             # every waiter going at the end of the pause is the next burst.
