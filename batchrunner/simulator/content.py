@@ -1,0 +1,357 @@
+"""
+Deterministic content: what each valid request is charged and answered,
+and the prompt text where scripted faults and filter words are sought.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import bpe_openai
+import numpy as np
+
+from batchrunner.schemagen import structured_text
+from batchrunner.simulator.config import Json, SimConfig
+from batchrunner.simulator.wire import (
+    _OUTPUT_FILTER,
+    _PROMPT_FILTER,
+    _REDACTED_FILTER,
+    _Reject,
+)
+from batchrunner.tokens import TokenCounter, encoding_name_for
+
+_VOCABULARY = (
+    "the quick answer covers data model token batch request result value system"
+    " latency window quota budget prompt record output field reply stream retry"
+    " limit queue worker thread cache index vector region service client server"
+    " policy report summary detail context format schema sample metric signal"
+    " status event order range scale score trend"
+)
+
+#: Filler words of the simulated answers.
+_WORDS = _VOCABULARY.split()
+
+
+@lru_cache(maxsize=32)
+def _counter(model: str) -> TokenCounter:
+    return TokenCounter(model)
+
+
+@lru_cache(maxsize=8)
+def _encoder(model: str) -> Any:
+    name = encoding_name_for(model)
+    return bpe_openai.get_encoding(name) if name else None
+
+
+@lru_cache(maxsize=16384)
+def _count_text(model: str, text: str) -> int:
+    return _counter(model).count_text(text)
+
+
+@lru_cache(maxsize=16384)
+def _answer_text(kind: str, prompt: str, index: int, question: str) -> str:
+    """An answer echoing the question's first words, then 5-40 filler words."""
+    digest = hashlib.shake_256(f"{kind}\0{index}\0{prompt}".encode()).digest(41)
+    words = question.split()
+    head = " ".join(word[:24] for word in words[:5]) + (" …" if len(words) > 5 else "")
+    extra = " ".join(_WORDS[b % len(_WORDS)] for b in digest[1 : 6 + digest[0] % 36])
+    if kind == "chat":
+        return f"Simulated answer to '{head}': {extra}."
+    return f" Simulated completion of '{head}': {extra}."
+
+
+@lru_cache(maxsize=16384)
+def _fit(model: str, text: str, max_tokens: int | None) -> tuple[str, int, bool]:
+    """*text* cut to *max_tokens* tokens: (text, its tokens, whether it was cut)."""
+    tokens = _count_text(model, text)
+    if max_tokens is None or tokens <= max_tokens:
+        return text, tokens, False
+    encoder = _encoder(model)
+    if encoder is None:
+        return text[: max_tokens * 4], max_tokens, True
+    ids = encoder.encode_ordinary(text)[:max_tokens]
+    # A cut can split a multi-byte character; drop the fragment.
+    return encoder.decode_bytes(ids).decode("utf-8", "ignore"), max_tokens, True
+
+
+@lru_cache(maxsize=1024)
+def _embedding_bytes(text: str, dimensions: int) -> bytes:
+    """A unit vector seeded by *text*, as little-endian float32 bytes."""
+    seed = hashlib.shake_256(text.encode()).digest(dimensions * 2)
+    vector = np.frombuffer(seed, dtype="<i2").astype("<f4")
+    vector /= np.linalg.norm(vector) or 1.0
+    return vector.tobytes()
+
+
+def _embedding(text: str, dimensions: int, encoding_format: str) -> str | list[float]:
+    raw = _embedding_bytes(text, dimensions)
+    if encoding_format == "base64":
+        return base64.b64encode(raw).decode()
+    # float32 values widen to doubles exactly, so both formats decode alike.
+    vector: list[float] = np.frombuffer(raw, dtype="<f4").tolist()
+    return vector
+
+
+@lru_cache(maxsize=32)
+def _fingerprint(model: str) -> str:
+    return "fp_" + hashlib.sha256(model.encode()).hexdigest()[:10]
+
+
+def _content_text(value: Any) -> str:
+    if isinstance(value, list):
+        return "".join(p.get("text", "") for p in value if isinstance(p, Mapping))
+    return value if isinstance(value, str) else ""
+
+
+def _flatten(operation: str, body: Json | None) -> str:
+    """The prompt text of a request: where markers and filter words are sought."""
+    if body is None:
+        return ""
+    if operation == "chat":
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            return ""
+        contents = (m.get("content") for m in messages if isinstance(m, Mapping))
+        return "\n".join(_content_text(content) for content in contents)
+    value = body.get("prompt" if operation == "completions" else "input")
+    if isinstance(value, list):
+        return "\n".join(str(item) for item in value)
+    return value if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True)
+class _Call:
+    operation: str
+    deployment: str | None
+    api_version: str | None
+    body: Json | None
+    prompt: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A valid inference request: what it is charged and how to build its answer."""
+
+    charge: int
+    build: Callable[[_Call, str, bool], Json]
+
+
+def _integer(body: Json, name: str, default: int, upper: int = 10_000_000) -> int:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= upper:
+        msg = f"{value!r} is not valid for '{name}': expected an integer 1-{upper}."
+        raise _Reject(msg, name)
+    return value
+
+
+def _max_tokens(body: Json, default: int) -> int:
+    """The answer's token budget; 0 means unlimited."""
+    name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+    return _integer(body, name, default)
+
+
+def _texts(body: Json, name: str) -> list[str]:
+    value = body.get(name)
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value
+    raise _Reject(f"'{name}' must be a string or a non-empty list of strings.", name)
+
+
+def _generate(
+    kind: str, model: str, prompt: str, index: int, max_tokens: int, question: str
+) -> tuple[str, int, str]:
+    """(text, tokens, finish_reason) of one choice."""
+    text = _answer_text(kind, prompt, index, question)
+    text, tokens, cut = _fit(model, text, max_tokens or None)
+    return text, tokens, "length" if cut else "stop"
+
+
+def _response_format(body: Json) -> Json | None:
+    """The JSON answer format asked for, or None for text; a 400 when malformed."""
+    value = body.get("response_format")
+    if value is None or (isinstance(value, Mapping) and value.get("type") == "text"):
+        return None
+    if not isinstance(value, Mapping) or value.get("type") not in (
+        "json_object",
+        "json_schema",
+    ):
+        msg = "Invalid value for 'response_format.type': expected one of 'text',"
+        raise _Reject(f"{msg} 'json_object' or 'json_schema'.", "response_format")
+    if value["type"] == "json_schema":
+        wrapper = value.get("json_schema")
+        if not isinstance(wrapper, Mapping) or not isinstance(
+            wrapper.get("schema"), Mapping
+        ):
+            msg = "Missing required parameter: 'response_format.json_schema'."
+            raise _Reject(msg, "response_format")
+    return dict(value)
+
+
+def _generate_json(
+    model: str, prompt: str, index: int, max_tokens: int, response_format: Json
+) -> tuple[str, int, str]:
+    """(JSON text, tokens, finish_reason) of one choice of a structured answer."""
+    text = structured_text(response_format, prompt, index)
+    text, tokens, cut = _fit(model, text, max_tokens or None)
+    return text, tokens, "length" if cut else "stop"
+
+
+def _plan_chat(body: Json, model: str) -> _Plan:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _Reject("'messages' is a required property", "messages")
+    if not all(isinstance(m, Mapping) for m in messages):
+        raise _Reject("Each item of 'messages' must be an object.", "messages")
+    n = _integer(body, "n", 1, 128)
+    max_tokens = _max_tokens(body, 0)
+    prompt_tokens = _counter(model).count_chat(messages)
+    question = _content_text(messages[-1].get("content"))
+    response_format = _response_format(body)
+
+    def choice(prompt: str, index: int) -> tuple[str, int, str]:
+        if response_format is not None:
+            return _generate_json(model, prompt, index, max_tokens, response_format)
+        return _generate("chat", model, prompt, index, max_tokens, question)
+
+    def build(call: _Call, model: str, redact: bool) -> Json:
+        choices, completion_tokens = [], 0
+        filters = _REDACTED_FILTER if redact else _OUTPUT_FILTER
+        for index in range(n):
+            text, tokens, finish = choice(call.prompt, index)
+            # A redacted answer is withheld whole.
+            content = None if redact else text
+            completion_tokens += 0 if redact else tokens
+            choices.append(
+                {
+                    "content_filter_results": filters,
+                    "finish_reason": "content_filter" if redact else finish,
+                    "index": index,
+                    "logprobs": None,
+                    "message": {
+                        "content": content,
+                        "refusal": None,
+                        "role": "assistant",
+                    },
+                }
+            )
+        return {
+            "choices": choices,
+            "created": int(time.time()),
+            "id": "chatcmpl-" + call.request_id.replace("-", "")[:29],
+            "model": model,
+            "object": "chat.completion",
+            "prompt_filter_results": [
+                {"prompt_index": 0, "content_filter_results": _PROMPT_FILTER}
+            ],
+            "system_fingerprint": _fingerprint(model),
+            "usage": {
+                "completion_tokens": completion_tokens,
+                "completion_tokens_details": {"reasoning_tokens": 0},
+                "prompt_tokens": prompt_tokens,
+                "prompt_tokens_details": {"cached_tokens": 0},
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+
+    return _Plan(prompt_tokens + max_tokens * n, build)
+
+
+def _plan_completions(body: Json, model: str) -> _Plan:
+    prompts = _texts(body, "prompt")
+    n = _integer(body, "n", 1, 128)
+    best_of = _integer(body, "best_of", n, 128)
+    if best_of < n:
+        raise _Reject("best_of must be greater than or equal to n.", "best_of")
+    # Legacy completions stop at 16 tokens unless told otherwise.
+    max_tokens = _max_tokens(body, 16)
+    prompt_tokens = sum(_count_text(model, prompt) for prompt in prompts)
+
+    def build(call: _Call, model: str, redact: bool) -> Json:
+        choices, completion_tokens = [], 0
+        filters = _REDACTED_FILTER if redact else _OUTPUT_FILTER
+        for i, (prompt, k) in enumerate((p, k) for p in prompts for k in range(n)):
+            text, tokens, finish = _generate(
+                "completions", model, prompt, k, max_tokens, prompt
+            )
+            if redact:
+                # The filter cut the answer short.
+                text, tokens, _ = _fit(model, text, max(1, tokens // 2))
+                finish = "content_filter"
+            completion_tokens += tokens
+            choices.append(
+                {
+                    "text": text,
+                    "index": i,
+                    "finish_reason": finish,
+                    "logprobs": None,
+                    "content_filter_results": filters,
+                }
+            )
+        return {
+            "id": "cmpl-" + call.request_id.replace("-", "")[:29],
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": choices,
+            "prompt_filter_results": [
+                {"prompt_index": p, "content_filter_results": _PROMPT_FILTER}
+                for p in range(len(prompts))
+            ],
+            "usage": {
+                "completion_tokens": completion_tokens,
+                "prompt_tokens": prompt_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+
+    # best_of answers are generated (and charged) for every prompt, n returned.
+    return _Plan(prompt_tokens + max_tokens * best_of * len(prompts), build)
+
+
+def _plan_embeddings(body: Json, model: str, default_dimensions: int) -> _Plan:
+    texts = _texts(body, "input")
+    dimensions = _integer(body, "dimensions", default_dimensions, 65_536)
+    encoding_format = body.get("encoding_format") or "float"
+    if encoding_format not in ("float", "base64"):
+        msg = f"{encoding_format!r} is not one of ['float', 'base64']"
+        raise _Reject(msg, "encoding_format")
+    prompt_tokens = sum(_count_text(model, text) for text in texts)
+
+    def build(call: _Call, model: str, redact: bool) -> Json:
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": _embedding(text, dimensions, encoding_format),
+            }
+            for i, text in enumerate(texts)
+        ]
+        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+        return {"object": "list", "data": data, "model": model, "usage": usage}
+
+    return _Plan(prompt_tokens, build)
+
+
+def _plan(call: _Call, config: SimConfig, model: str) -> _Plan:
+    if call.body is None:
+        msg = (
+            "We could not parse the JSON body of your request. The OpenAI API expects"
+            " a JSON payload."
+        )
+        raise _Reject(msg)
+    if call.operation == "chat":
+        return _plan_chat(call.body, model)
+    if call.operation == "completions":
+        return _plan_completions(call.body, model)
+    return _plan_embeddings(call.body, model, config.embedding_dimensions)

@@ -1,0 +1,162 @@
+"""Running the simulator: in a background thread, or alone from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import socket
+
+from aiohttp import web
+
+from batchrunner.background import BackgroundServer
+from batchrunner.simulator.app import _check_faults, create_app
+from batchrunner.simulator.config import SimConfig, _default_deployments
+from batchrunner.simulator.ledger import Ledger
+
+#: Seconds unfinished answers get when the server stops: nothing is worth waiting for.
+_SHUTDOWN_TIMEOUT = 0.5
+
+
+async def _start(
+    app: web.Application, host: str, port: int
+) -> tuple[web.AppRunner, int]:
+    # Binding the socket here tells the real port when port 0 was asked for.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        # A client that gave up (timeout, reset) ends its handler at once.
+        handler_cancellation=True,
+        shutdown_timeout=_SHUTDOWN_TIMEOUT,
+    )
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    return runner, int(sock.getsockname()[1])
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class SimulatorServer(BackgroundServer):
+    """The simulator on its own event loop in a daemon thread."""
+
+    def __init__(
+        self, config: SimConfig | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.config = config if config is not None else SimConfig()
+        self.ledger = Ledger()
+        self.host = host
+        self.port = port
+        super().__init__()
+
+    @property
+    def url(self) -> str:
+        """The ``azure_endpoint`` to give the client, once started."""
+        if self._thread is None:
+            msg = "the simulator is not running; call start() first"
+            raise RuntimeError(msg)
+        return _url(self.host, self.port)
+
+    async def _serve(self) -> web.AppRunner:
+        app = create_app(self.config, self.ledger)
+        runner, self.port = await _start(app, self.host, self.port)
+        return runner
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, _, value = text.partition("=")
+    if not name:
+        msg = f"expected NAME=VALUE, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return name, value or name
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m batchrunner.simulator",
+        description="Serve a simulated Azure OpenAI endpoint until SIGINT/SIGTERM.",
+    )
+    add, defaults = parser.add_argument, SimConfig()
+    add("--host", default="127.0.0.1")
+    add("--port", type=int, default=8000, help="0 picks a free port")
+    add("--api-key", default=defaults.api_key)
+    add(
+        "--latency", type=float, default=0.0,
+        help="seconds every answer takes, from the request's arrival",
+    )  # fmt: skip
+    add("--rpm", type=int)
+    add("--tpm", type=int)
+    add("--window", type=float, default=defaults.window, help="rate-limit window, s")
+    add("--seed", type=int, default=0)
+    add("--slow-seconds", type=float, default=defaults.slow_seconds)
+    add("--retry-after-ms", type=int, default=defaults.retry_after_ms)
+    add("--embedding-dimensions", type=int, default=defaults.embedding_dimensions)
+    add(
+        "--no-rate-headers",
+        dest="rate_headers",
+        action="store_false",
+        help="answer without x-ratelimit-* headers",
+    )
+    add("--fault", action="append", default=[], type=_pair, metavar="KIND=RATE")
+    add(
+        "--deployment",
+        action="append",
+        default=[],
+        type=_pair,
+        metavar="NAME=MODEL",
+        help="add a deployment (MODEL defaults to NAME)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        args.fault = {kind: float(rate) for kind, rate in args.fault}
+        _check_faults(args.fault)
+    except ValueError as exc:
+        parser.error(f"--fault: {exc}")
+    return args
+
+
+async def _serve_until_signalled(config: SimConfig, host: str, port: int) -> None:
+    # Nobody reads this ledger: keep counts only, not every body.
+    app = create_app(config, Ledger(keep_entries=False))
+    runner, port = await _start(app, host, port)
+    stopping = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Windows has no loop signal handlers; Ctrl-C still ends asyncio.run there.
+        with contextlib.suppress(NotImplementedError):
+            asyncio.get_running_loop().add_signal_handler(signum, stopping.set)
+    print(f"batchrunner simulator listening on {_url(host, port)}", flush=True)
+    try:
+        await stopping.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the simulator until SIGINT or SIGTERM."""
+    args = _parse_args(argv)
+    config = SimConfig(
+        api_key=args.api_key,
+        deployments={**_default_deployments(), **dict(args.deployment)},
+        latency=args.latency,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        window=args.window,
+        seed=args.seed,
+        fault_rates=args.fault,
+        slow_seconds=args.slow_seconds,
+        rate_headers=args.rate_headers,
+        retry_after_ms=args.retry_after_ms,
+        embedding_dimensions=args.embedding_dimensions,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_until_signalled(config, args.host, args.port))
