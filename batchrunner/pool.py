@@ -14,7 +14,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import anyio
@@ -34,7 +34,7 @@ from batchrunner.errors import (
     ApiFailure,
     AuthError,
 )
-from batchrunner.ratelimit import Pacer
+from batchrunner.ratelimit import Pacer, QuotaExceeded
 from batchrunner.records import ErrorInfo, Reply, Request, RowResult
 from batchrunner.retry import RetryPolicy, retrying
 from batchrunner.settings import Settings
@@ -96,6 +96,14 @@ class Control:
 
 class _Abandoned(Exception):
     """A row left unsent because the run is stopping (it gets no record)."""
+
+
+class _Unsendable(Exception):
+    """A row the deployment's quota can never admit: failed without sending."""
+
+    def __init__(self, failure: ApiFailure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
 
 
 class RowHooks(Protocol):
@@ -287,6 +295,8 @@ class Pool:
             reply = await self._send(request)
         except _Abandoned:
             return None
+        except _Unsendable as unsendable:
+            return replace(_error_result(request, unsendable.failure, 0), attempts=0)
         except ApiFailure as failure:
             return await self._retry(request, failure)
         return _ok_result(request, reply, attempts=1)
@@ -313,6 +323,8 @@ class Pool:
                     reply = await self._send(request)
         except _Abandoned:
             return None
+        except _Unsendable as unsendable:
+            return _error_result(request, unsendable.failure, attempts)
         except ApiFailure as failure:
             return _error_result(request, failure, attempts)
         return _ok_result(request, reply, attempts)
@@ -320,7 +332,10 @@ class Pool:
     async def _wait_turn(self, request: Request) -> None:
         if self.control.stopping:
             raise _Abandoned
-        await self.pacer.acquire(request.charged_tokens)
+        try:
+            await self.pacer.acquire(request.charged_tokens)
+        except QuotaExceeded as exceeded:
+            raise _Unsendable(over_quota(exceeded.tokens, exceeded.limit)) from None
         if self.control.stopping:
             raise _Abandoned
 
@@ -486,6 +501,19 @@ def _ok_result(request: Request, reply: Reply, attempts: int) -> RowResult:
         latency_ms=reply.latency_ms,
         request_id=reply.request_id,
         passthrough=request.passthrough,
+    )
+
+
+def over_quota(charged: int, limit: float) -> ApiFailure:
+    """The failure of a row charged more tokens than a whole minute's quota."""
+    return ApiFailure(
+        kind="OverQuota",
+        message=(
+            f"this row is charged {charged:,} tokens (prompt + max_tokens × n) but"
+            f" the deployment's quota is {limit:,.0f} tokens a minute, so it can"
+            " never be sent: lower max_tokens or n, shorten the prompt, or raise"
+            " the quota (--tpm)"
+        ),
     )
 
 

@@ -223,10 +223,30 @@ def test_repeated_identical_failures_stop_the_run(
 ) -> None:
     """A request setting the service refuses on every row stops the run early."""
     config = tmp_path / "config.yaml"
-    config.write_text("request:\n  max_tokens: 20000000\n")  # the service refuses it
+    config.write_text("request:\n  n: 1000\n")  # the service refuses it (1-128)
     source = write_jsonl(tmp_path / "d.jsonl", prompts(200))
     assert run([str(source), "--concurrency", "2"]) == 1
     assert azure_env.ledger.count() < 20
+
+
+def test_rows_over_the_whole_quota_fail_at_once_unsent(
+    azure_env: SimulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A max_tokens above a minute's quota fails rows without sending or waiting."""
+    azure_env.config.tpm = 6_000
+    config = tmp_path / "config.yaml"
+    config.write_text("request:\n  max_tokens: 10000\n")
+    source = write_jsonl(tmp_path / "q.jsonl", prompts(30))
+    assert run([str(source), "-c", str(config), "--concurrency", "2"]) == 1
+    # Only the probe is sent: its answer (a 429) tells the quota. The probe's
+    # row, waiting to retry when the run stops, gets no record (a re-run sends it).
+    assert azure_env.ledger.count() == azure_env.ledger.count(429) == 1
+    records = read_jsonl(tmp_path / "q.results.jsonl")
+    assert {r["error"]["type"] for r in records} == {"OverQuota"}
+    assert all(r["attempts"] == 0 for r in records)
+    assert len(records) >= 10  # then the run stops: every row fails the same way
+    assert "can never be sent" in records[0]["error"]["message"]
+    assert "stopping rather than burning through the file" in capsys.readouterr().err
 
 
 def test_wrong_key_exits_3_and_never_leaks(

@@ -8,11 +8,13 @@ import pytest
 from batchrunner.errors import ApiFailure
 from batchrunner.plan import select, shard_of
 from batchrunner.ratelimit import (
+    DECREASE,
     HEADROOM,
     RECOVERY_SECONDS,
     SLOW_START_DOUBLINGS_PER_SECOND,
     SLOW_START_RATE,
     Pacer,
+    QuotaExceeded,
     parse_rate_limits,
 )
 from batchrunner.records import RateLimits, Reply, Row, RowResult, Usage
@@ -173,6 +175,22 @@ async def test_adaptive_pacer_sends_one_probe_until_the_first_answer() -> None:
     assert requests == pytest.approx(600 * HEADROOM)
 
 
+def test_token_limit_is_the_quota_given_or_learned() -> None:
+    """The whole per-minute quota, which no single request may exceed."""
+    assert Pacer(tpm=1000).token_limit() == pytest.approx(1000)
+    learning = Pacer()
+    assert learning.token_limit() is None
+    learning.observe(RateLimits(limit_tokens=600))
+    assert learning.token_limit() == pytest.approx(600)
+
+
+async def test_pacer_refuses_a_request_over_a_whole_minute_of_quota() -> None:
+    pacer = Pacer(tpm=1000, adaptive=False)
+    with pytest.raises(QuotaExceeded):
+        await pacer.acquire(1001)
+    await pacer.acquire(1000)
+
+
 def test_given_budget_is_not_overridden_by_headers() -> None:
     """--tpm stays what the user said, whatever the service reports."""
     pacer = Pacer(tpm=1000)
@@ -180,8 +198,8 @@ def test_given_budget_is_not_overridden_by_headers() -> None:
     assert pacer.budgets[1] == pytest.approx(1000 * HEADROOM)
 
 
-def test_aimd_cuts_to_70_percent_then_grows_back() -> None:
-    """A 429 with no known budget cuts the rate to 70% of what got through."""
+def test_aimd_cuts_to_a_share_of_what_got_through_then_grows_back() -> None:
+    """A 429 with no known budget cuts the rate to DECREASE × what got through."""
     clock = FakeClock()
     pacer = Pacer(clock=clock)
     pacer.observe(None)  # an answer without rate-limit headers
@@ -191,14 +209,14 @@ def test_aimd_cuts_to_70_percent_then_grows_back() -> None:
         pacer.observe(None, accepted_tokens=100)  # 100 tokens a second got through
     clock.now = 10.0
     pacer.throttled(1.0)
-    assert pacer.budgets[1] == pytest.approx(0.7 * 100 * 60, rel=0.02)
+    assert pacer.budgets[1] == pytest.approx(DECREASE * 100 * 60, rel=0.02)
     clock.now = 11.0
     assert pacer.reserve(100) == pytest.approx(0.0)  # the pause is over
     clock.now = 40.0
     pacer.reserve(1)
     # Growth is linear: back to 100 tokens/s after RECOVERY_SECONDS.
     assert pacer.budgets[1] == pytest.approx(
-        6000 * (0.7 + 0.3 * 30 / RECOVERY_SECONDS), rel=0.02
+        6000 * (DECREASE + (1 - DECREASE) * 30 / RECOVERY_SECONDS), rel=0.02
     )
 
 
