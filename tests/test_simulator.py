@@ -21,6 +21,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 import batchrunner
 from batchrunner.simulator import SimConfig, SimulatorServer, Waker
+from batchrunner.simulator.config import DEFAULT_TPM
 from batchrunner.tokens import TokenCounter
 
 API_VERSION = "2024-10-21"
@@ -487,7 +488,7 @@ async def test_redact_word_filters_the_output(client: openai.AsyncAzureOpenAI) -
 async def test_every_answer_carries_azure_headers(
     client: openai.AsyncAzureOpenAI,
 ) -> None:
-    """Answers carry request ids, region and deployment, and no limits unless set."""
+    """Answers carry request ids, region, deployment and the deployment's quota."""
     raw = await client.chat.completions.with_raw_response.create(
         model=CHAT, messages=_user("hi")
     )
@@ -496,7 +497,8 @@ async def test_every_answer_carries_azure_headers(
     assert raw.headers["x-ms-region"]
     assert raw.headers["x-ms-deployment-name"] == CHAT
     assert raw.headers["content-type"] == "application/json"
-    assert "x-ratelimit-limit-requests" not in raw.headers
+    assert raw.headers["x-ratelimit-limit-tokens"] == str(DEFAULT_TPM)
+    assert int(raw.headers["x-ratelimit-remaining-tokens"]) < DEFAULT_TPM
     assert raw.parse()._request_id == raw.headers["x-request-id"]
 
 

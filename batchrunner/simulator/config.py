@@ -19,6 +19,10 @@ OPERATIONS = {
 }
 
 REGION = "Sweden Central"
+#: Every Azure deployment has a quota and reports it on each answer; this one is
+#: large enough that no test or demo meets it. Azure allots 6 RPM per 1,000 TPM.
+DEFAULT_TPM = 30_000_000
+DEFAULT_RPM = DEFAULT_TPM * 6 // 1000
 
 
 def _default_deployments() -> dict[str, str]:
@@ -38,8 +42,9 @@ class SimConfig:
     deployments: dict[str, str] = field(default_factory=_default_deployments)
     #: Seconds each answer takes, counted from the request's arrival.
     latency: float = 0.0
-    rpm: int | None = None
-    tpm: int | None = None
+    #: The deployment's quota per minute; None for none (not a real deployment).
+    rpm: int | None = DEFAULT_RPM
+    tpm: int | None = DEFAULT_TPM
     window: float = 10.0
     seed: int = 0
     #: Fault kind → probability per request, drawn from ``random.Random(seed)``.

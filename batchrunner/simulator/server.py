@@ -73,6 +73,14 @@ class SimulatorServer(BackgroundServer):
         return runner
 
 
+def _quota(text: str) -> int | None:
+    value = int(text)
+    if value < 0:
+        msg = f"a quota is 0 (none) or more, not {value}"
+        raise argparse.ArgumentTypeError(msg)
+    return value or None
+
+
 def _pair(text: str) -> tuple[str, str]:
     name, _, value = text.partition("=")
     if not name:
@@ -94,8 +102,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--latency", type=float, default=0.0,
         help="seconds every answer takes, from the request's arrival",
     )  # fmt: skip
-    add("--rpm", type=int)
-    add("--tpm", type=int)
+    add(
+        "--rpm", type=_quota, default=defaults.rpm,
+        help="requests per minute (default %(default)s; 0 for no limit)",
+    )  # fmt: skip
+    add(
+        "--tpm", type=_quota, default=defaults.tpm,
+        help="tokens per minute (default %(default)s; 0 for no limit)",
+    )  # fmt: skip
     add("--window", type=float, default=defaults.window, help="rate-limit window, s")
     add("--seed", type=int, default=0)
     add("--slow-seconds", type=float, default=defaults.slow_seconds)
