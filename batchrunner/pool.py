@@ -14,7 +14,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import anyio
@@ -80,6 +80,8 @@ class Control:
 
     reason: str | None = None
     exit_code: int | None = None
+    #: Called once, when the run is first asked to stop.
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def stopping(self) -> bool:
@@ -92,6 +94,8 @@ class Control:
             self.reason = reason
             self.exit_code = exit_code
             log.warning("stopping: %s", reason, extra={"event": "stopping"})
+            for listener in self.on_stop:
+                listener()
 
 
 class _Abandoned(Exception):
@@ -169,12 +173,16 @@ class Pool:
         self._streak: tuple[tuple[int | None, str | None], int] = ((None, None), 0)
         self._work_scope = anyio.CancelScope()
         self._started = clock()
+        self._stopped: anyio.Event | None = None
 
     # --- orchestration --------------------------------------------------------
 
     async def run(self, requests: Iterable[Request]) -> Control:
         """Send every request (until told to stop); return how the run ended."""
         self._started = self._clock()
+        stopped = anyio.Event()
+        self._stopped = stopped
+        self.control.on_stop.append(stopped.set)
         results_tx, results_rx = anyio.create_memory_object_stream[RowResult](
             self.settings.concurrency
         )
@@ -310,7 +318,7 @@ class Pool:
         attempts = 1
         replay: ApiFailure | None = first
         retrier = retrying(
-            self.policy, before_sleep=self._before_sleep, sleep=self._sleep
+            self.policy, before_sleep=self._before_sleep, sleep=self._retry_sleep
         )
         try:
             async for attempt in retrier:
@@ -390,6 +398,28 @@ class Pool:
                 f" {failure.message}); check the key or the identity's role",
                 EXIT_AUTH,
             )
+
+    async def _retry_sleep(self, seconds: float) -> None:
+        """
+        The wait before a retry, cut short when the run stops: the row is then
+        abandoned (no record; a re-run sends it) rather than holding up the
+        stop for as long as the service asked to wait.
+        """
+        stopped = self._stopped
+        if stopped is None:  # not running: nothing can stop it
+            await self._sleep(seconds)
+        elif not self.control.stopping:
+            async with anyio.create_task_group() as race:
+
+                async def until_stopped() -> None:
+                    await stopped.wait()
+                    race.cancel_scope.cancel()
+
+                race.start_soon(until_stopped)
+                await self._sleep(seconds)
+                race.cancel_scope.cancel()
+        if self.control.stopping:
+            raise _Abandoned
 
     async def _before_sleep(self, state: RetryCallState) -> None:
         self.stats.note_retry()

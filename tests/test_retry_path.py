@@ -137,3 +137,28 @@ async def test_failure_without_a_retry_is_final_at_once(
     assert (result.status, result.attempts) == ("error", 1)
     assert result.error is not None and result.error.status_code == first.status_code
     assert (stats.requests, stats.retries, completer.sent) == (1, 0, 1)
+
+
+async def test_a_stop_cuts_a_retry_wait_short_and_abandons_the_row() -> None:
+    """A row waiting to retry does not hold up a stop; it gets no record."""
+    completer = ScriptedCompleter([_server_error()])
+    settings = Settings(deployment="d", concurrency=1, rpm=1_000_000)
+    results: list[RowResult] = []
+
+    async def wait_for_ever(seconds: float) -> None:
+        await anyio.sleep_forever()
+
+    pool = Pool(
+        completer, settings, write=results.extend, stats=RunStats(), sleep=wait_for_ever
+    )
+    request = Request(
+        row_id="r1", api=Api.CHAT, body={}, prompt_tokens=0, charged_tokens=0
+    )
+    with anyio.fail_after(30):  # without the cut, the run would wait for ever
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pool.run, [request])
+            await anyio.wait_all_tasks_blocked()
+            assert completer.sent == 1  # sent, failed, now waiting to retry
+            pool.control.stop("stopping for the test", 1)
+    assert results == []
+    assert completer.sent == 1
