@@ -79,6 +79,9 @@ class _Rate:
         self.next_free = 0.0
         self._growth = 0.0  # per second, after a decrease
         self._doubling = False  # slow start, until the first decrease
+        # (start, cost) of what was sent while the rate was unknown (the probe):
+        # the service counted it, so the first budget must too.
+        self._unbooked: list[tuple[float, float]] = []
 
     def set_ceiling(self, per_second: float) -> None:
         if self.ceiling != per_second:
@@ -86,6 +89,12 @@ class _Rate:
             self.current = (
                 per_second if self.current is None else min(self.current, per_second)
             )
+            self._book_unbooked()
+
+    def _book_unbooked(self) -> None:
+        for start, cost in self._unbooked:
+            self.book(max(start, self.next_free), cost)
+        self._unbooked.clear()
 
     def decrease(self, measured: float) -> None:
         candidates = [x for x in (self.current, measured) if x]
@@ -101,6 +110,7 @@ class _Rate:
 
     def slow_start(self, per_second: float) -> None:
         self.current, self._doubling = per_second, True
+        self._book_unbooked()
 
     def grow(self, seconds: float) -> None:
         if self.current is None:
@@ -117,6 +127,8 @@ class _Rate:
     def book(self, start: float, cost: float) -> None:
         if self.current:
             self.next_free = start + cost / self.current
+        else:
+            self._unbooked.append((start, cost))
 
 
 class QuotaExceeded(Exception):

@@ -191,6 +191,16 @@ async def test_pacer_refuses_a_request_over_a_whole_minute_of_quota() -> None:
     await pacer.acquire(1000)
 
 
+def test_the_probe_counts_against_the_budget_it_taught() -> None:
+    """What went out before the budget was known is charged once it is."""
+    clock = FakeClock()
+    pacer = Pacer(clock=clock)
+    assert pacer.reserve(1000) == 0  # the probe, budget unknown
+    pacer.observe(RateLimits(limit_tokens=60_000))  # 1,000 tokens a second
+    # The probe's 1,000 tokens take the first second of the budget.
+    assert pacer.reserve(10) == pytest.approx(1 / HEADROOM)
+
+
 def test_given_budget_is_not_overridden_by_headers() -> None:
     """--tpm stays what the user said, whatever the service reports."""
     pacer = Pacer(tpm=1000)
