@@ -31,7 +31,7 @@ from typing import Any
 import anyio
 
 from batchrunner.errors import ConfigError
-from batchrunner.records import Api, Reply, Request, RowResult, Usage
+from batchrunner.records import Api, Reply, Request, RowResult, Usage, answered
 from batchrunner.settings import Settings
 
 log = logging.getLogger("batchrunner")
@@ -258,7 +258,7 @@ class Sharer:
             reply = self._memo.get(key)
             if reply is not None:
                 self._served(key)
-                return _reused(request, reply, "duplicate")
+                return answered(request, reply, 0, reused="duplicate")
             flight = self._flights.get(key)
             if flight is None:
                 break
@@ -274,7 +274,7 @@ class Sharer:
         if reply is None:
             return None
         self._settle(request, reply)
-        return _reused(request, reply, "cache")
+        return answered(request, reply, 0, reused="cache")
 
     def after(self, request: Request, result: RowResult | None) -> RowResult | None:
         """Share and store *result* of a request that was sent; wake its twins."""
@@ -315,17 +315,3 @@ class Sharer:
             return
         self._left.pop(counted, None)
         self._memo.pop(key, None)
-
-
-def _reused(request: Request, reply: Reply, how: str) -> RowResult:
-    return RowResult(
-        id=request.row_id,
-        status="ok",
-        reply=reply,
-        error=None,
-        attempts=0,
-        latency_ms=None,
-        request_id=reply.request_id,
-        passthrough=request.passthrough,
-        reused=how,
-    )

@@ -14,7 +14,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
@@ -35,7 +35,7 @@ from batchrunner.errors import (
     AuthError,
 )
 from batchrunner.ratelimit import Pacer, QuotaExceeded
-from batchrunner.records import ErrorInfo, Reply, Request, RowResult
+from batchrunner.records import ErrorInfo, Reply, Request, RowResult, answered
 from batchrunner.retry import RetryPolicy, retrying
 from batchrunner.settings import Settings
 from batchrunner.summary import RunStats, error_kind
@@ -100,14 +100,6 @@ class Control:
 
 class _Abandoned(Exception):
     """A row left unsent because the run is stopping (it gets no record)."""
-
-
-class _Unsendable(Exception):
-    """A row the deployment's quota can never admit: failed without sending."""
-
-    def __init__(self, failure: ApiFailure) -> None:
-        super().__init__(failure.message)
-        self.failure = failure
 
 
 class RowHooks(Protocol):
@@ -303,11 +295,11 @@ class Pool:
             reply = await self._send(request)
         except _Abandoned:
             return None
-        except _Unsendable as unsendable:
-            return replace(_error_result(request, unsendable.failure, 0), attempts=0)
+        except QuotaExceeded as exceeded:  # nothing was sent
+            return _error_result(request, over_quota(exceeded), attempts=0)
         except ApiFailure as failure:
             return await self._retry(request, failure)
-        return _ok_result(request, reply, attempts=1)
+        return answered(request, reply, attempts=1)
 
     async def _retry(self, request: Request, first: ApiFailure) -> RowResult | None:
         """
@@ -331,19 +323,16 @@ class Pool:
                     reply = await self._send(request)
         except _Abandoned:
             return None
-        except _Unsendable as unsendable:
-            return _error_result(request, unsendable.failure, attempts)
+        except QuotaExceeded as exceeded:
+            return _error_result(request, over_quota(exceeded), attempts)
         except ApiFailure as failure:
             return _error_result(request, failure, attempts)
-        return _ok_result(request, reply, attempts)
+        return answered(request, reply, attempts)
 
     async def _wait_turn(self, request: Request) -> None:
         if self.control.stopping:
             raise _Abandoned
-        try:
-            await self.pacer.acquire(request.charged_tokens)
-        except QuotaExceeded as exceeded:
-            raise _Unsendable(over_quota(exceeded.tokens, exceeded.limit)) from None
+        await self.pacer.acquire(request.charged_tokens)
         if self.control.stopping:
             raise _Abandoned
 
@@ -521,28 +510,15 @@ class Pool:
         self._cancel_work_after(max(0.0, margin))
 
 
-def _ok_result(request: Request, reply: Reply, attempts: int) -> RowResult:
-    return RowResult(
-        id=request.row_id,
-        status="ok",
-        reply=reply,
-        error=None,
-        attempts=attempts,
-        latency_ms=reply.latency_ms,
-        request_id=reply.request_id,
-        passthrough=request.passthrough,
-    )
-
-
-def over_quota(charged: int, limit: float) -> ApiFailure:
+def over_quota(exceeded: QuotaExceeded) -> ApiFailure:
     """The failure of a row charged more tokens than a whole minute's quota."""
     return ApiFailure(
         kind="OverQuota",
         message=(
-            f"this row is charged {charged:,} tokens (prompt + max_tokens × n) but"
-            f" the deployment's quota is {limit:,.0f} tokens a minute, so it can"
-            " never be sent: lower max_tokens or n, shorten the prompt, or raise"
-            " the quota (--tpm)"
+            f"this row is charged {exceeded.tokens:,} tokens (prompt + max_tokens ×"
+            f" n) but the deployment's quota is {exceeded.limit:,.0f} tokens a"
+            " minute, so it can never be sent: lower max_tokens or n, shorten the"
+            " prompt, or raise the quota (--tpm)"
         ),
     )
 
@@ -558,7 +534,7 @@ def _error_result(request: Request, failure: ApiFailure, attempts: int) -> RowRe
             code=failure.code,
             message=failure.message,
         ),
-        attempts=max(attempts, 1),
+        attempts=attempts,
         latency_ms=failure.latency_ms,
         request_id=failure.request_id,
         passthrough=request.passthrough,

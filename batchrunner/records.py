@@ -146,6 +146,26 @@ class RowResult:
     reused: str | None = None
 
 
+def answered(
+    request: Request, reply: Reply, attempts: int, reused: str | None = None
+) -> RowResult:
+    """
+    The ok result of *request*: answered after *attempts* requests, or *reused*
+    (``"cache"`` / ``"duplicate"``): no request, so no attempts and no latency.
+    """
+    return RowResult(
+        id=request.row_id,
+        status="ok",
+        reply=reply,
+        error=None,
+        attempts=0 if reused else attempts,
+        latency_ms=None if reused else reply.latency_ms,
+        request_id=reply.request_id,
+        passthrough=request.passthrough,
+        reused=reused,
+    )
+
+
 def to_record(result: RowResult) -> dict[str, Any]:
     """
     The JSONL results record of *result*, with the contract's keys.
