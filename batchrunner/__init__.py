@@ -15,7 +15,7 @@ __all__ = ["__version__", "read_results"]
 def __getattr__(name: str) -> Any:
     # pandas loads only for notebooks that ask for it, not for every run.
     if name == "read_results":
-        from batchrunner.results import read_results
+        from batchrunner.results.frame import read_results
 
         return read_results
     msg = f"module 'batchrunner' has no attribute {name!r}"

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from batchrunner import __version__
-from batchrunner.console import Parser, json_requested, report
+from batchrunner.config.settings import build_settings, environment, find_config
 from batchrunner.errors import BatchrunnerError
-from batchrunner.logs import Redactor, configure_logging, wants_json
-from batchrunner.settings import build_settings, environment, find_config
-from batchrunner.structured import with_schema
+from batchrunner.prepare.structured import with_schema
+from batchrunner.report.console import Parser, json_requested, report
+from batchrunner.report.logs import Redactor, configure_logging, wants_json
 
 log = logging.getLogger("batchrunner")
 
@@ -268,7 +268,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["merge"]:
-        from batchrunner.merge import run_merge
+        from batchrunner.results.merge import run_merge
 
         return run_merge(argv[1:])
     parser = build_parser()
@@ -286,7 +286,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         )
         settings = with_schema(settings)
         if settings.show_config:
-            from batchrunner.showconfig import show_config
+            from batchrunner.report.show import show_config
 
             print(show_config(settings, args.input))
             return 0

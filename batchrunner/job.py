@@ -20,42 +20,42 @@ from typing import Any
 
 import anyio
 
-from batchrunner.auth import Auth, open_auth
-from batchrunner.cache import RepeatCounter, open_cache
-from batchrunner.claim import hold_output, recorded_done
-from batchrunner.client import AzureCompleter
-from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, ConfigError, RunStopped
-from batchrunner.estimate import estimate, report
-from batchrunner.hooks import RunHooks, run_hooks
-from batchrunner.logs import RUN_CONTEXT, Redactor
-from batchrunner.outputs import Output
-from batchrunner.plan import select
-from batchrunner.pool import Control, Pool
-from batchrunner.prepare import RequestBuilder
-from batchrunner.progress import ProgressDisplay, print_summary
-from batchrunner.reader import open_rows, spool_stdin, validate
-from batchrunner.records import Request, RowResult, to_record
-from batchrunner.resume import read_state
-from batchrunner.rowlog import RowLog
-from batchrunner.settings import (
-    Settings,
-    check_ready_to_send,
-    environment,
-    with_overrides,
-)
-from batchrunner.sharding import resolve_shards, shard_label
-from batchrunner.spend import recorded_cost
-from batchrunner.storage import (
+from batchrunner.azure.blob import (
     fetched_input,
     is_blob_url,
     parse_blob_url,
     storage_secrets,
 )
-from batchrunner.structured import checker_for
-from batchrunner.summary import RunStats
-from batchrunner.tokens import TokenCounter
-from batchrunner.validated import Validated, input_stamp, recall, remember
-from batchrunner.writer import ResultSink, open_sink
+from batchrunner.azure.client import AzureCompleter
+from batchrunner.azure.credentials import Auth, open_auth
+from batchrunner.config.settings import (
+    Settings,
+    check_ready_to_send,
+    environment,
+    with_overrides,
+)
+from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, ConfigError, RunStopped
+from batchrunner.prepare.builder import RequestBuilder
+from batchrunner.prepare.estimate import estimate, report
+from batchrunner.prepare.plan import select
+from batchrunner.prepare.shards import resolve_shards, shard_label
+from batchrunner.prepare.structured import checker_for
+from batchrunner.prepare.tokens import TokenCounter
+from batchrunner.records import Request, RowResult, to_record
+from batchrunner.report.logs import RUN_CONTEXT, Redactor
+from batchrunner.report.progress import ProgressDisplay, print_summary
+from batchrunner.report.rowlog import RowLog
+from batchrunner.report.summary import RunStats
+from batchrunner.results.claim import hold_output, recorded_done
+from batchrunner.results.destination import Output
+from batchrunner.results.resume import read_state
+from batchrunner.results.sinks import ResultSink, open_sink
+from batchrunner.results.spend import recorded_cost
+from batchrunner.rows.reader import open_rows, spool_stdin, validate
+from batchrunner.rows.stamp import Validated, input_stamp, recall, remember
+from batchrunner.send.hooks import RunHooks, run_hooks
+from batchrunner.send.pool import Control, Pool
+from batchrunner.send.reuse import RepeatCounter, open_cache
 
 log = logging.getLogger("batchrunner")
 
@@ -136,7 +136,7 @@ def run_job(
 
 
 def _join(source: Source, settings: Settings, output: Path) -> None:
-    from batchrunner.join import write_joined  # pandas only when asked for
+    from batchrunner.results.join import write_joined  # pandas only when asked for
 
     joined = write_joined(source.path, source.name, settings, output)
     log.info("results joined to the input in %s", joined, extra={"event": "joined"})

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from batchrunner.identity_sim import IdentityServer, TokenIssuer
 from batchrunner.simulator import SimConfig, SimulatorServer
+from batchrunner.simulator.identity import IdentityServer, TokenIssuer
 from benchmarks.common import DEPLOYMENT, ROOT, write_input
 
 _OURS = ("AZURE_", "OPENAI_", "BATCHRUNNER_", "IDENTITY_", "MSI_")

@@ -16,16 +16,16 @@ from typing import Any
 import pytest
 
 from batchrunner.cli import run
+from batchrunner.config.settings import AuthSettings, build_settings, parse_auth
 from batchrunner.errors import EXIT_AUTH, ConfigError
-from batchrunner.identity_sim import (
+from batchrunner.simulator import SimulatorServer
+from batchrunner.simulator.identity import (
     CLIENT_ID,
     IdentityServer,
     TestCA,
     TokenIssuer,
     install_fake_az,
 )
-from batchrunner.settings import AuthSettings, build_settings, parse_auth
-from batchrunner.simulator import SimulatorServer
 from tests.conftest import DEPLOYMENT, PYTHON, child_env
 from tests.test_cli import prompts, read_jsonl, write_jsonl
 

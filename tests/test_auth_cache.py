@@ -9,14 +9,14 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from batchrunner.errors import AuthError
-from batchrunner.identity import (
+from batchrunner.azure.token_cache import (
     EXPIRY_MARGIN,
     REFRESH_AHEAD,
     Token,
     TokenCache,
     open_token_cache,
 )
+from batchrunner.errors import AuthError
 
 START = 1_700_000_000.0
 HOUR = 3600.0

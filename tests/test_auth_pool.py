@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from batchrunner.config.settings import Settings
 from batchrunner.errors import EXIT_AUTH, ApiFailure, AuthError
-from batchrunner.pool import Pool
 from batchrunner.records import Api, Reply, Request, RowResult, Usage
-from batchrunner.settings import Settings
-from batchrunner.summary import RunStats
+from batchrunner.report.summary import RunStats
+from batchrunner.send.pool import Pool
 
 
 def unauthorized() -> ApiFailure:

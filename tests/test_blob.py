@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from azure.storage.blob import ContainerClient
 
+from batchrunner.azure.blob import is_blob_url, parse_blob_url, storage_secrets
 from batchrunner.cli import run
-from batchrunner.mirror import BlobMirror, release, take_lease
-from batchrunner.results import read_results
+from batchrunner.results.frame import read_results
+from batchrunner.results.mirror import BlobMirror, release, take_lease
 from batchrunner.simulator import SimulatorServer
-from batchrunner.storage import is_blob_url, parse_blob_url, storage_secrets
 from tests.conftest import PYTHON, child_env
 from tests.test_cli import prompts
 

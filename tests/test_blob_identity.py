@@ -19,9 +19,9 @@ import pytest
 import trustme
 from azure.storage.blob import ContainerClient
 
+from batchrunner.azure.blob import storage_credential
 from batchrunner.cli import run
 from batchrunner.simulator import SimulatorServer
-from batchrunner.storage import storage_credential
 from tests.azurite import running_azurite
 from tests.test_cli import prompts
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from batchrunner.cli import run
-from batchrunner.settings import build_settings
+from batchrunner.config.settings import build_settings
+from batchrunner.results.spend import recorded_cost
 from batchrunner.simulator import SimulatorServer
-from batchrunner.spend import recorded_cost
 from tests.test_cli import prompts, read_jsonl, write_jsonl
 
 PRICED = (

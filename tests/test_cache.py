@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from batchrunner import cache
 from batchrunner.cli import run
 from batchrunner.records import Api, Request
+from batchrunner.send import reuse as cache
 from batchrunner.simulator import SimulatorServer
 from tests.test_cli import read_jsonl, write_jsonl
 

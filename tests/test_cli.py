@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from batchrunner.cli import run
-from batchrunner.results import read_results
+from batchrunner.results.frame import read_results
 from batchrunner.simulator import SimulatorServer
 from tests.conftest import SECRET_KEY
 

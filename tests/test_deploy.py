@@ -11,8 +11,8 @@ from typing import Any
 import yaml
 
 from batchrunner.cli import build_parser
-from batchrunner.settings import parse_duration
-from batchrunner.sharding import ShardPlan, shard_output
+from batchrunner.config.settings import parse_duration
+from batchrunner.prepare.shards import ShardPlan, shard_output
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from batchrunner.cli import run
-from batchrunner.estimate import duration_text, money
+from batchrunner.prepare.estimate import duration_text, money
 from batchrunner.simulator import SimulatorServer
 from tests.test_cli import write_jsonl
 

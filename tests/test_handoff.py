@@ -6,9 +6,9 @@ import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 
-from batchrunner.pool import hand_over, take
-from batchrunner.ratelimit import SLACK_SECONDS, Pacer
 from batchrunner.records import Api, Request
+from batchrunner.send.pacer import SLACK_SECONDS, Pacer
+from batchrunner.send.pool import hand_over, take
 
 
 def _request(row_id: str) -> Request:

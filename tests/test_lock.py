@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from batchrunner.cli import run
-from batchrunner.lock import FileLock, OutputBusy
+from batchrunner.results.lock import FileLock, OutputBusy
 from batchrunner.simulator import SimulatorServer
 from tests.conftest import PYTHON, child_env
 from tests.test_kill import ROWS, make_input, ok_ids, prompt_id, wait_for_records

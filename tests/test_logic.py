@@ -5,9 +5,12 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from batchrunner.config.settings import Settings
 from batchrunner.errors import ApiFailure
-from batchrunner.plan import select, shard_of
-from batchrunner.ratelimit import (
+from batchrunner.prepare.plan import select, shard_of
+from batchrunner.records import RateLimits, Reply, Row, RowResult, Usage
+from batchrunner.report.summary import RunStats, percentile
+from batchrunner.send.pacer import (
     DECREASE,
     HEADROOM,
     RECOVERY_SECONDS,
@@ -17,16 +20,13 @@ from batchrunner.ratelimit import (
     QuotaExceeded,
     parse_rate_limits,
 )
-from batchrunner.records import RateLimits, Reply, Row, RowResult, Usage
-from batchrunner.retry import (
+from batchrunner.send.retry import (
     RetryPolicy,
     backoff_seconds,
     is_retryable_status,
     parse_retry_after,
     wait_after,
 )
-from batchrunner.settings import Settings
-from batchrunner.summary import RunStats, percentile
 
 
 class FakeClock:

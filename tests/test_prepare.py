@@ -1,4 +1,4 @@
-"""Tests for batchrunner.prepare: rows become request bodies and token charges."""
+"""Tests for batchrunner.prepare.builder: rows become bodies and token charges."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ from typing import Any
 
 import pytest
 
+from batchrunner.config.settings import InputSettings, Settings
 from batchrunner.errors import ConfigError, InputError
-from batchrunner.prepare import (
+from batchrunner.prepare.builder import (
     RequestBuilder,
     build_request,
     completion_allowance,
     template_fields,
 )
+from batchrunner.prepare.tokens import TokenCounter
 from batchrunner.records import Api, Row
-from batchrunner.settings import InputSettings, Settings
-from batchrunner.tokens import TokenCounter
 
 
 def make_settings(

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 from batchrunner.cli import run
+from batchrunner.config.settings import Settings
 from batchrunner.errors import ApiFailure
-from batchrunner.progress import print_summary
 from batchrunner.records import ErrorInfo, Reply, RowResult, Usage
-from batchrunner.settings import Settings
+from batchrunner.report.progress import print_summary
+from batchrunner.report.summary import RunStats
 from batchrunner.simulator import SimulatorServer
-from batchrunner.summary import RunStats
 from tests.conftest import PYTHON, child_env
 from tests.test_cli import prompts, write_jsonl
 

@@ -1,4 +1,4 @@
-"""Tests for batchrunner.reader: reading rows lazily and validating whole files."""
+"""Tests for batchrunner.rows.reader: reading rows lazily and validating whole files."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from batchrunner.config.settings import InputSettings, Settings
 from batchrunner.errors import ConfigError, InputError
-from batchrunner.reader import InputReport, open_rows, spool_stdin, validate
 from batchrunner.records import Api, Row
-from batchrunner.settings import InputSettings, Settings
+from batchrunner.rows.reader import InputReport, open_rows, spool_stdin, validate
 
 COLUMNS = InputSettings()
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from batchrunner.records import ErrorInfo, Reply, RowResult, Usage, to_record
-from batchrunner.results import read_results
-from batchrunner.resume import ResumeState, read_state
-from batchrunner.writer import JsonlSink, journal_path, open_sink
+from batchrunner.results.frame import read_results
+from batchrunner.results.resume import ResumeState, read_state
+from batchrunner.results.sinks import JsonlSink, journal_path, open_sink
 
 FORMATS = [".jsonl", ".csv", ".parquet"]
 
@@ -81,7 +81,7 @@ def test_damaged_middle_line_is_skipped(
     third = json.dumps(record("3"), separators=(",", ":")).encode()
     with path.open("ab") as file:
         file.write(b'{"id":"2","stat\x00\x00\n[1, 2]\n' + third + b"\n")
-    with caplog.at_level(logging.WARNING, logger="batchrunner.resume"):
+    with caplog.at_level(logging.WARNING, logger="batchrunner.results.resume"):
         state = read_state(path)
     assert state.done_ids == {"1", "3"}
     assert (state.records, state.corrupt_lines, state.torn_bytes) == (2, 2, 0)

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 import anyio.lowlevel
 import pytest
 
+from batchrunner.config.settings import Settings
 from batchrunner.errors import ApiFailure
-from batchrunner.pool import Pool
 from batchrunner.records import Api, Reply, Request, RowResult, Usage
-from batchrunner.settings import Settings
-from batchrunner.summary import RunStats
+from batchrunner.report.summary import RunStats
+from batchrunner.send.pool import Pool
 
 OK = "ok"
 

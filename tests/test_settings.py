@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from batchrunner.errors import ConfigError
-from batchrunner.records import Api
-from batchrunner.settings import (
+from batchrunner.config.settings import (
     build_settings,
     parse_duration,
     parse_shard,
 )
+from batchrunner.errors import ConfigError
+from batchrunner.records import Api
 
 
 def test_command_line_beats_environment_beats_file(tmp_path: Path) -> None:

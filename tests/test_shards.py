@@ -13,9 +13,9 @@ import pytest
 from azure.storage.blob import ContainerClient
 
 from batchrunner.cli import run
-from batchrunner.lock import FileLock
-from batchrunner.results import read_results
-from batchrunner.sharding import ShardPlan, shard_output
+from batchrunner.prepare.shards import ShardPlan, shard_output
+from batchrunner.results.frame import read_results
+from batchrunner.results.lock import FileLock
 from batchrunner.simulator import SimulatorServer
 from tests.test_blob import blob_bytes, records, upload_jsonl
 from tests.test_cli import prompts, read_jsonl, write_jsonl

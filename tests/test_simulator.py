@@ -20,9 +20,9 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 import batchrunner
+from batchrunner.prepare.tokens import TokenCounter
 from batchrunner.simulator import SimConfig, SimulatorServer, Waker
 from batchrunner.simulator.config import DEFAULT_TPM
-from batchrunner.tokens import TokenCounter
 
 API_VERSION = "2024-10-21"
 CHAT = "gpt-4o-mini"

@@ -13,9 +13,9 @@ import jsonschema
 import pytest
 
 from batchrunner.cli import run
-from batchrunner.results import read_results
-from batchrunner.schemagen import structured_text
+from batchrunner.results.frame import read_results
 from batchrunner.simulator import SimulatorServer
+from batchrunner.simulator.schemagen import structured_text
 from tests.test_cli import read_jsonl, write_jsonl
 
 SCHEMA: dict[str, Any] = {

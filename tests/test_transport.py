@@ -22,12 +22,12 @@ import trustme
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from batchrunner.client import AzureCompleter, http_client
+from batchrunner.azure.client import AzureCompleter, http_client
+from batchrunner.azure.transport import AiohttpClient, AiohttpTransport, client_timeout
+from batchrunner.config.settings import Settings, build_settings
 from batchrunner.errors import ApiFailure, ConfigError
 from batchrunner.records import Api, Request
-from batchrunner.settings import Settings, build_settings
 from batchrunner.simulator import SimulatorServer
-from batchrunner.transport import AiohttpClient, AiohttpTransport, client_timeout
 from tests.conftest import DEPLOYMENT, SECRET_KEY
 
 TRANSPORTS = ["aiohttp", "httpx"]

@@ -6,7 +6,7 @@ import httpx2
 import httpx2._urlparse
 import pytest
 
-from batchrunner import urlcache
+from batchrunner.azure import urlcache
 
 
 @pytest.fixture(autouse=True)

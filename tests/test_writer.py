@@ -14,9 +14,9 @@ import pytest
 
 from batchrunner.errors import UsageError
 from batchrunner.records import ErrorInfo, Reply, RowResult, Usage, to_record
-from batchrunner.results import read_results
-from batchrunner.resume import read_state
-from batchrunner.writer import (
+from batchrunner.results.frame import read_results
+from batchrunner.results.resume import read_state
+from batchrunner.results.sinks import (
     FIXED_COLUMNS,
     backup_existing,
     journal_path,
@@ -218,7 +218,7 @@ def test_csv_append_keeps_header_and_drops_new_columns(
     """Appending keeps the file's header; new columns are dropped with one warning."""
     path = tmp_path / "out.csv"
     write_all(path, [ok("1", lang="en")])
-    with caplog.at_level(logging.WARNING, logger="batchrunner.writer"):
+    with caplog.at_level(logging.WARNING, logger="batchrunner.results.sinks"):
         write_all(path, [ok("2", lang="fr", extra="x")], [ok("3", extra="y")])
     warnings = [r for r in caplog.records if "input_extra" in r.getMessage()]
     assert len(warnings) == 1

@@ -19,7 +19,7 @@ the per-window count; both ``remaining`` headers say what still fits in the wind
 
 A request with a ``json_schema`` ``response_format`` gets a deterministic JSON
 answer that matches the schema (``BADJSON`` / ``BADSCHEMA`` in the prompt break it,
-see ``batchrunner.schemagen``).
+see ``batchrunner.simulator.schemagen``).
 
 Run it alone with ``python -m batchrunner.simulator --port 8000``.
 

@@ -16,15 +16,15 @@ from typing import Any
 import bpe_openai
 import numpy as np
 
-from batchrunner.schemagen import structured_text
+from batchrunner.prepare.tokens import TokenCounter, encoding_name_for
 from batchrunner.simulator.config import Json, SimConfig
+from batchrunner.simulator.schemagen import structured_text
 from batchrunner.simulator.wire import (
     _OUTPUT_FILTER,
     _PROMPT_FILTER,
     _REDACTED_FILTER,
     _Reject,
 )
-from batchrunner.tokens import TokenCounter, encoding_name_for
 
 _VOCABULARY = (
     "the quick answer covers data model token batch request result value system"

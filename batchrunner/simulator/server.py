@@ -10,8 +10,8 @@ import socket
 
 from aiohttp import web
 
-from batchrunner.background import BackgroundServer
 from batchrunner.simulator.app import _check_faults, create_app
+from batchrunner.simulator.background import BackgroundServer
 from batchrunner.simulator.config import SimConfig, _default_deployments
 from batchrunner.simulator.ledger import Ledger
 

@@ -1,0 +1,4 @@
+"""
+Azure: the OpenAI client and its transport, credentials and the token cache,
+blob storage.
+"""

@@ -1,0 +1,241 @@
+"""
+The client: one ``AsyncAzureOpenAI`` per run, and the translation of its answers
+and errors into ``Reply`` and ``ApiFailure``.
+
+The pool knows only the ``Completer`` protocol, so a run can be pointed at any
+implementation (the Batch API on the roadmap, a fake in unit tests).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+from array import array
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+import httpx2
+import openai
+from openai import AsyncAzureOpenAI
+
+from batchrunner.azure.transport import AiohttpClient
+from batchrunner.azure.urlcache import install as install_url_cache
+from batchrunner.config.settings import Settings
+from batchrunner.errors import ApiFailure
+from batchrunner.records import Api, RateLimits, Reply, Request, Usage
+from batchrunner.send.pacer import parse_rate_limits
+from batchrunner.send.retry import is_retryable_status, parse_retry_after
+
+TokenProvider = Callable[[], Awaitable[str]]
+
+
+class Completer(Protocol):
+    """Sends one request and returns its reply, or raises ``ApiFailure``."""
+
+    async def complete(self, request: Request) -> Reply: ...
+
+    async def aclose(self) -> None: ...
+
+
+#: Where each operation is posted; the client routes it under the deployment.
+PATHS = {
+    Api.CHAT: "/chat/completions",
+    Api.COMPLETIONS: "/completions",
+    Api.EMBEDDINGS: "/embeddings",
+}
+
+
+class AzureCompleter:
+    """
+    Sends requests with the official SDK: retries off (``max_retries=0``, they are
+    ours), one connection pool sized to *settings.concurrency*.
+
+    Requests go through the client's raw ``post``: the same auth, routing,
+    api-version, headers, timeouts and errors as ``chat.completions.create``,
+    without the typed-parameter transform and response models, which cost about
+    a fifth of the CPU of a request and which a pass-through of user-given
+    parameters has no use for. Exactly one of *api_key* and *token_provider*
+    authenticates.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        endpoint: str,
+        api_key: str | None = None,
+        token_provider: TokenProvider | None = None,
+    ) -> None:
+        assert settings.deployment
+        self.deployment = settings.deployment
+        install_url_cache()
+        timeout = httpx2.Timeout(settings.timeout, connect=min(settings.timeout, 10.0))
+        self._http = http_client(settings, timeout)
+        self.sdk = AsyncAzureOpenAI(
+            azure_endpoint=endpoint,
+            api_version=settings.api_version,
+            api_key=api_key,
+            azure_ad_token_provider=token_provider,
+            max_retries=0,
+            timeout=timeout,
+            http_client=self._http,
+        )
+
+    def _body(self, request: Request) -> dict[str, Any]:
+        body = {"model": self.deployment, **request.body}
+        if request.api is Api.EMBEDDINGS:
+            # As the SDK does by default: a quarter of the bytes of float lists.
+            body.setdefault("encoding_format", "base64")
+        return body
+
+    async def complete(self, request: Request) -> Reply:
+        """Send *request* once; a ``Reply``, or ``ApiFailure`` classified for retry."""
+        started = time.monotonic()
+        try:
+            response = await self.sdk.post(
+                PATHS[request.api], cast_to=httpx2.Response, body=self._body(request)
+            )
+        except openai.OpenAIError as exc:
+            latency = round((time.monotonic() - started) * 1000)
+            raise failure_from(exc, latency) from None
+        latency = round((time.monotonic() - started) * 1000)
+        data = json.loads(response.content)
+        # One pass over the raw headers: httpx2's get() scans and decodes them all.
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in response.headers.raw
+        }
+        request_id = headers.get("x-request-id") or headers.get("apim-request-id")
+        limits = parse_rate_limits(headers)
+        return reply_from(request.api, data, request_id, latency, limits)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.sdk.close()
+        await self._http.aclose()
+
+
+def http_client(settings: Settings, timeout: httpx2.Timeout) -> httpx2.AsyncClient:
+    """
+    The SDK's HTTP client: one pool of *settings.concurrency* connections, over
+    aiohttp unless the settings say httpx (the SDK's default transport).
+    """
+    limits = httpx2.Limits(
+        max_connections=settings.concurrency,
+        max_keepalive_connections=settings.concurrency,
+    )
+    if settings.http_transport == "httpx":
+        return httpx2.AsyncClient(limits=limits, timeout=timeout)
+    return AiohttpClient(limits=limits, timeout=timeout)
+
+
+# --- answers -----------------------------------------------------------------
+
+
+def _usage_from(data: Mapping[str, Any]) -> Usage:
+    usage = data.get("usage") or {}
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    completion_details = usage.get("completion_tokens_details") or {}
+    return Usage(
+        prompt_tokens=usage.get("prompt_tokens") or 0,
+        completion_tokens=usage.get("completion_tokens") or 0,
+        total_tokens=usage.get("total_tokens") or 0,
+        cached_tokens=prompt_details.get("cached_tokens"),
+        reasoning_tokens=completion_details.get("reasoning_tokens"),
+    )
+
+
+def _decode_embedding(value: Any) -> list[float]:
+    if isinstance(value, list):
+        return [float(v) for v in value]
+    # The SDK asks for base64 by default: little-endian float32.
+    floats = array("f")
+    floats.frombytes(base64.b64decode(value))
+    if sys.byteorder != "little":
+        floats.byteswap()
+    return floats.tolist()
+
+
+def reply_from(
+    api: Api,
+    data: Mapping[str, Any],
+    request_id: str | None,
+    latency_ms: int,
+    limits: RateLimits | None = None,
+) -> Reply:
+    """The ``Reply`` in a successful response body *data*."""
+    if api is Api.EMBEDDINGS:
+        items = data.get("data") or []
+        if not items:
+            raise ApiFailure(kind="EmptyResponse", message="no embedding in the answer")
+        return Reply(
+            output=None,
+            embedding=_decode_embedding(items[0].get("embedding")),
+            finish_reason=None,
+            usage=_usage_from(data),
+            model=data.get("model"),
+            request_id=request_id,
+            latency_ms=latency_ms,
+            limits=limits,
+        )
+    choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
+    if api is Api.CHAT:
+        texts = [(c.get("message") or {}).get("content") for c in choices]
+    else:
+        texts = [c.get("text") for c in choices]
+    output: str | list[str | None] | None = texts[0] if len(texts) == 1 else texts
+    return Reply(
+        output=output,
+        embedding=None,
+        finish_reason=choices[0].get("finish_reason") if choices else None,
+        usage=_usage_from(data),
+        model=data.get("model"),
+        request_id=request_id,
+        latency_ms=latency_ms,
+        limits=limits,
+    )
+
+
+# --- failures ----------------------------------------------------------------
+
+
+def _status_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        message = body.get("message")
+        if isinstance(message, str) and message:
+            return message
+    if isinstance(body, str) and body.strip():
+        # Gateways answer 502/503 in HTML; keep it short.
+        return f"HTTP {exc.status_code}: {' '.join(body.split())[:200]}"
+    return f"HTTP {exc.status_code}"
+
+
+def failure_from(exc: openai.OpenAIError, latency_ms: int | None = None) -> ApiFailure:
+    """Classify an SDK exception for the retry policy and the results record."""
+    kind = type(exc).__name__
+    if isinstance(exc, openai.APIStatusError):
+        headers = exc.response.headers
+        return ApiFailure(
+            kind=kind,
+            message=_status_message(exc),
+            status_code=exc.status_code,
+            code=exc.code,
+            retryable=is_retryable_status(exc.status_code),
+            retry_after=parse_retry_after(headers),
+            request_id=exc.request_id or headers.get("apim-request-id"),
+            latency_ms=latency_ms,
+            limits=parse_rate_limits(headers),
+        )
+    if isinstance(exc, openai.APIConnectionError):  # timeouts included
+        cause = exc.__cause__
+        detail = f" ({type(cause).__name__})" if cause is not None else ""
+        return ApiFailure(
+            kind=kind,
+            message=f"{exc.message}{detail}",
+            retryable=True,
+            latency_ms=latency_ms,
+        )
+    return ApiFailure(kind=kind, message=str(exc), latency_ms=latency_ms)

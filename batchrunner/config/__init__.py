@@ -1,0 +1,1 @@
+"""Settings: one frozen value from flags, environment, file and defaults."""

@@ -1,0 +1,1 @@
+"""Rows become requests: building, templates, token counts, the plan, the estimate."""

@@ -1,0 +1,388 @@
+"""
+Row → Request: the one place an input row becomes the body of an API call.
+
+Pure: no I/O, no clock. The validator runs every row through the same
+``RequestBuilder`` before anything is sent, so a file that validates cannot fail
+here later. Build one ``RequestBuilder`` per run: it does the settings work once,
+and ``build`` runs on the hot path of every request.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from batchrunner.config.settings import Settings
+from batchrunner.errors import ConfigError, InputError
+from batchrunner.prepare.tokens import TokenCounter
+from batchrunner.records import Api, Request, Row
+
+if TYPE_CHECKING:
+    from batchrunner.prepare.templates import PromptTemplate
+
+ROLES = ("system", "user", "assistant", "tool", "developer")
+#: The only request parameters the embeddings operation accepts besides ``input``.
+EMBEDDING_PARAMS = ("dimensions", "user", "encoding_format")
+#: The service's default ``max_tokens`` for completions; chat has no such default.
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+#: Body keys that come from the rows, never from ``request:`` in the settings.
+ROW_KEYS = ("messages", "prompt", "input")
+
+_FIELD_NAME_END = re.compile(r"[.\[]")
+_FORMATTER = string.Formatter()
+
+
+class CellError(InputError):
+    """
+    An ``InputError`` about one cell of a row.
+
+    *column_name* names the cell (None when the fault is the whole row), so that
+    the validator, which can re-read the file, can point at its column.
+    """
+
+    def __init__(
+        self, path: str, line: int | None, column_name: str | None, problem: str
+    ) -> None:
+        super().__init__(path, line, None, problem)
+        self.column_name = column_name
+
+
+def template_fields(template: str) -> list[str]:
+    """
+    The column names *template* formats, in order of first use, each once.
+
+    A template that ``str.format`` cannot use is a ``ConfigError``.
+    """
+    names: dict[str, None] = {}
+    try:
+        _collect_fields(template, names)
+    except ValueError as exc:
+        msg = (
+            f"input.template {template!r} is not a valid template: {exc}; write a"
+            " column as {name} and a literal brace as {{ or }}"
+        )
+        raise ConfigError(msg) from exc
+    return list(names)
+
+
+def _collect_fields(template: str, names: dict[str, None]) -> None:
+    for _literal, field, spec, conversion in _FORMATTER.parse(template):
+        if field is None:
+            continue
+        name = _FIELD_NAME_END.split(field, maxsplit=1)[0]
+        if not name or name.isdigit():
+            msg = f"{{{field}}} is positional; name a column instead, like {{text}}"
+            raise ValueError(msg)
+        if conversion not in (None, "r", "s", "a"):
+            msg = f"!{conversion} is not a conversion; use !r, !s or !a"
+            raise ValueError(msg)
+        names[name] = None
+        if spec:
+            # A format spec may itself hold fields, like {text:{width}}.
+            _collect_fields(spec, names)
+
+
+def build_request(
+    row: Row, settings: Settings, counter: TokenCounter | None
+) -> Request:
+    """The request for *row*; for many rows, build one ``RequestBuilder`` instead."""
+    return RequestBuilder(settings, path="<input>", counter=counter).build(row)
+
+
+class RequestBuilder:
+    """
+    Turns rows into requests for one run's *settings*.
+
+    *path* names the input in error messages; *counter*, when given, counts the
+    prompt tokens of each request.
+    """
+
+    def __init__(
+        self, settings: Settings, *, path: str, counter: TokenCounter | None = None
+    ) -> None:
+        columns = settings.input
+        self.path = path
+        self._api = settings.api
+        self._counter = counter
+        self._messages_column = columns.messages_column
+        self._prompt_column = columns.prompt_column
+        self._system_column = columns.system_column
+        self._system = columns.system or None
+        self._template = columns.template or None
+        self._template_fields = template_fields(columns.template or "")
+        #: The Jinja2 template file, when set: it builds every row's prompt text.
+        self.template = _template_file(settings)
+        self._params = _request_params(settings.api, settings.request)
+        self._completion_allowance = completion_allowance(
+            settings.api, settings.request
+        )
+        self._excluded = frozenset(
+            {
+                columns.id_column,
+                columns.messages_column,
+                columns.prompt_column,
+                columns.system_column,
+            }
+        )
+
+    def build(self, row: Row) -> Request:
+        """The request for *row*; an ``InputError`` when the row cannot make one."""
+        fields = row.fields
+        excluded = self._excluded
+        passthrough = {k: v for k, v in fields.items() if k not in excluded}
+        counter = self._counter
+        if self._api is Api.CHAT:
+            messages = self._messages(row)
+            body: dict[str, Any] = {"messages": messages, **self._params}
+            tokens = counter.count_chat(messages) if counter else 0
+        else:
+            text = self._completion_text(row)
+            key = "prompt" if self._api is Api.COMPLETIONS else "input"
+            body = {key: text, **self._params}
+            tokens = counter.count_text(text) if counter else 0
+        return Request(
+            row_id=row.id,
+            api=self._api,
+            body=body,
+            prompt_tokens=tokens,
+            charged_tokens=tokens + self._completion_allowance,
+            passthrough=passthrough,
+        )
+
+    def _messages(self, row: Row) -> list[dict[str, Any]]:
+        raw = row.fields.get(self._messages_column)
+        if _is_blank(raw):
+            messages = [{"role": "user", "content": self._text(row)}]
+        else:
+            messages = self._parse_messages(row, raw)
+        system = self._system_for(row)
+        if system is not None and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": system}, *messages]
+        return messages
+
+    def _completion_text(self, row: Row) -> str:
+        if not _is_blank(row.fields.get(self._messages_column)):
+            problem = (
+                f"the {self._messages_column!r} column only works with --api chat;"
+                f" for --api {self._api.value} put the text in a"
+                f" {self._prompt_column!r} column (input.prompt_column) or set"
+                " input.template"
+            )
+            raise self._error(row, self._messages_column, problem)
+        return self._text(row)
+
+    def _text(self, row: Row) -> str:
+        """The prompt text: the template file, else the prompt column or template."""
+        if self.template is not None:
+            try:
+                return self.template.render(row.fields)
+            except ValueError as exc:
+                raise self._error(row, None, str(exc)) from None
+        value = row.fields.get(self._prompt_column)
+        if not _is_blank(value):
+            if not isinstance(value, str):
+                problem = (
+                    f"the {self._prompt_column!r} value must be text, not"
+                    f" {json_type(value)}; quote it as a JSON string"
+                )
+                raise self._error(row, self._prompt_column, problem)
+            return value
+        if self._template is not None:
+            return self._format(row)
+        raise self._no_source(row)
+
+    def _format(self, row: Row) -> str:
+        template = self._template or ""
+        fields = row.fields
+        for name in self._template_fields:
+            if name not in fields:
+                problem = (
+                    f"input.template uses {{{name}}}, but this row has no {name!r}"
+                    f" column; its columns are {_names(fields)}"
+                )
+                raise self._error(row, None, problem)
+            if fields[name] is None:
+                problem = f"{name!r} is null, and input.template uses {{{name}}}"
+                raise self._error(row, name, problem)
+        try:
+            text = template.format_map(fields)
+        except (LookupError, AttributeError, TypeError, ValueError) as exc:
+            problem = f"input.template {template!r} cannot format this row: {exc}"
+            raise self._error(row, None, problem) from exc
+        if not text.strip():
+            raise self._error(row, None, "input.template made an empty prompt")
+        return text
+
+    def _no_source(self, row: Row) -> CellError:
+        looked = [self._prompt_column]
+        if self._api is Api.CHAT:
+            looked.insert(0, self._messages_column)
+        present = [name for name in looked if name in row.fields]
+        if present:
+            cells = " and ".join(repr(name) for name in present)
+            noun = "cell is" if len(present) == 1 else "cells are"
+            problem = (
+                f"empty prompt: the {cells} {noun} empty; fill it in, or set"
+                " input.template to build prompts from other columns"
+            )
+            return self._error(row, present[0], problem)
+        problem = (
+            f"this row has no {' or '.join(map(repr, looked))} column and"
+            f" input.template is not set; its columns are {_names(row.fields)}."
+            " Rename yours with input.prompt_column (or input.messages_column),"
+            " or set input.template"
+        )
+        return self._error(row, None, problem)
+
+    def _parse_messages(self, row: Row, raw: Any) -> list[dict[str, Any]]:
+        column = self._messages_column
+        value = raw
+        if isinstance(raw, str):
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                problem = (
+                    f"the {column!r} cell is not valid JSON: {exc}; it must be a JSON"
+                    ' array like [{"role": "user", "content": "Hello"}]'
+                )
+                raise self._error(row, column, problem) from None
+        fault = _messages_fault(value)
+        if fault:
+            raise self._error(row, column, f"{column!r}: {fault}")
+        messages: list[dict[str, Any]] = value
+        return messages
+
+    def _system_for(self, row: Row) -> str | None:
+        value = row.fields.get(self._system_column)
+        if _is_blank(value):
+            return self._system
+        if not isinstance(value, str):
+            problem = (
+                f"the {self._system_column!r} value must be text, not"
+                f" {json_type(value)}"
+            )
+            raise self._error(row, self._system_column, problem)
+        return value
+
+    def _error(self, row: Row, column_name: str | None, problem: str) -> CellError:
+        return CellError(self.path, row.line, column_name, problem)
+
+
+def _template_file(settings: Settings) -> PromptTemplate | None:
+    path = settings.input.template_file
+    if not path:
+        return None
+    if settings.input.template:
+        msg = "set input.template or input.template_file (--template), not both"
+        raise ConfigError(msg)
+    from batchrunner.prepare.templates import (
+        PromptTemplate,  # jinja2 only when asked for
+    )
+
+    source = settings.sources.get("input.template_file", "default")
+    return PromptTemplate(path, source)
+
+
+def completion_allowance(api: Api, request: Mapping[str, Any]) -> int:
+    """
+    The completion tokens Azure's limiter charges up front for one request.
+
+    That is ``max_tokens`` (or ``max_completion_tokens``) × ``n``, × ``best_of``
+    instead when larger for completions; embeddings charge their prompt only.
+    """
+    if api is Api.EMBEDDINGS:
+        return 0
+    limit = request.get("max_tokens")
+    if limit is None:
+        limit = request.get("max_completion_tokens")
+    if limit is None:
+        limit = COMPLETIONS_DEFAULT_MAX_TOKENS if api is Api.COMPLETIONS else 0
+    choices = _whole("n", request.get("n", 1))
+    if api is Api.COMPLETIONS:
+        choices = max(choices, _whole("best_of", request.get("best_of", 1)))
+    return _whole("max_tokens", limit) * choices
+
+
+def _request_params(api: Api, request: Mapping[str, Any]) -> dict[str, Any]:
+    for key in ROW_KEYS:
+        if key in request:
+            msg = (
+                f"request.{key} cannot be set in the settings: the request text"
+                " comes from the input rows"
+            )
+            raise ConfigError(msg)
+    if api is Api.EMBEDDINGS:
+        return {k: request[k] for k in EMBEDDING_PARAMS if k in request}
+    return dict(request)
+
+
+def _whole(name: str, value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    msg = f"request.{name} must be a whole number, not {value!r}"
+    raise ConfigError(msg)
+
+
+def _messages_fault(value: Any) -> str | None:
+    """What is wrong with *value* as a list of chat messages, or None."""
+    if not isinstance(value, list):
+        return (
+            f"must be a JSON array of messages, not {json_type(value)}, like"
+            ' [{"role": "user", "content": "Hello"}]'
+        )
+    if not value:
+        return "is an empty array; give at least one message"
+    for number, message in enumerate(value, 1):
+        fault = _message_fault(message)
+        if fault:
+            return f"message {number} of {len(value)} {fault}"
+    return None
+
+
+def _message_fault(message: Any) -> str | None:
+    if not isinstance(message, dict):
+        return (
+            f'is {json_type(message)}, not an object like {{"role": …, "content": …}}'
+        )
+    role = message.get("role")
+    if role not in ROLES:
+        return f"has role {role!r}; a role is one of {', '.join(ROLES)}"
+    if "content" not in message:
+        return "has no 'content'"
+    content = message["content"]
+    if content is None:
+        return None if role == "assistant" else "has null content (only assistant may)"
+    if isinstance(content, str):
+        return None
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        return None
+    return (
+        f"has {json_type(content)} content; content is a string or a list of parts"
+        ' like [{"type": "text", "text": "Hello"}]'
+    )
+
+
+def _is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def json_type(value: Any) -> str:
+    """*value*'s type in JSON's words, for messages to people who wrote JSON."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object" if isinstance(value, dict) else type(value).__name__
+
+
+def _names(fields: Mapping[str, Any]) -> str:
+    return ", ".join(repr(name) for name in fields) or "(none)"

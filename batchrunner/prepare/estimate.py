@@ -1,0 +1,191 @@
+"""
+``--dry-run``: what a job will send, cost and take, worked out without sending.
+
+Prompt tokens are counted exactly and offline (``tokens.TokenCounter``); completion
+tokens are bounded by ``max_tokens`` (or ``max_completion_tokens``) × ``n``, the most
+the service may bill; the cost uses the price table (``prices:`` in the settings,
+built-in list prices otherwise), and the duration is the least the given
+``--tpm``/``--rpm`` budgets allow, charging each request as Azure's limiter does.
+Rows whose request repeats another row's, or whose answer is in ``--cache``, are
+not sent, so they are not counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+from batchrunner.config.settings import Settings
+from batchrunner.prepare.builder import completion_allowance
+from batchrunner.prepare.tokens import TokenCounter
+from batchrunner.records import Api, Request
+from batchrunner.send.pool import expected_duration
+from batchrunner.send.reuse import ResponseCache, request_digest, run_key
+
+log = logging.getLogger("batchrunner")
+
+
+@dataclass
+class Estimate:
+    """The figures of a dry run."""
+
+    rows: int = 0
+    #: Rows whose identical request another row sends (answered once, shared).
+    duplicates: int = 0
+    #: Rows answered from the ``--cache`` directory.
+    cached: int = 0
+    requests: int = 0
+    prompt_tokens: int = 0
+    #: The most completion tokens the requests may produce; None when unbounded.
+    completion_tokens: int | None = 0
+    #: What Azure's rate limiter charges: prompt + max_tokens × n a request.
+    charged_tokens: int = 0
+    #: US dollars at most (at least, when completions are unbounded); None: no price.
+    cost: float | None = None
+    #: Seconds the budgets allow at the fastest; None without --tpm/--rpm.
+    seconds: float | None = None
+
+
+def estimate(
+    requests: Iterable[Request], settings: Settings, cache: ResponseCache | None
+) -> Estimate:
+    """The estimate for sending *requests* under *settings*."""
+    result = Estimate()
+    seen: set[int] = set()
+    share = settings.dedupe
+    for request in requests:
+        result.rows += 1
+        if share:
+            key = hash(run_key(request))
+            if key in seen:
+                result.duplicates += 1
+                continue
+            seen.add(key)
+        if cache is not None and cache.contains(
+            request_digest(request.api, request.body)
+        ):
+            result.cached += 1
+            continue
+        result.requests += 1
+        result.prompt_tokens += request.prompt_tokens
+        result.charged_tokens += request.charged_tokens
+    _bound_completions(result, settings)
+    price = settings.price_for(None)
+    if price is not None:
+        completion = result.completion_tokens or 0
+        result.cost = (result.prompt_tokens * price[0] + completion * price[1]) / 1e6
+    result.seconds = expected_duration(result.charged_tokens, result.requests, settings)
+    return result
+
+
+def unbounded(settings: Settings) -> bool:
+    """True when nothing caps a chat answer's length (no max_tokens)."""
+    request = settings.request
+    return settings.api is Api.CHAT and not (
+        request.get("max_tokens") or request.get("max_completion_tokens")
+    )
+
+
+def _bound_completions(result: Estimate, settings: Settings) -> None:
+    if unbounded(settings):
+        result.completion_tokens = None
+    else:
+        allowance = completion_allowance(settings.api, settings.request)
+        result.completion_tokens = allowance * result.requests
+
+
+def report(
+    result: Estimate, settings: Settings, *, source: str, done: int, output: str
+) -> str:
+    """The dry run's lines for a person; also logged as an ``estimate`` event."""
+    log.info(
+        "estimate: %d requests for %d rows, %d prompt tokens",
+        result.requests,
+        result.rows,
+        result.prompt_tokens,
+        extra={"event": "estimate", **asdict(result)},
+    )
+    counter = TokenCounter(settings.model or settings.deployment)
+    lines = [
+        f"input            {source}: valid",
+        f"rows to send     {result.rows:,} ({done:,} already done in {output})",
+    ]
+    if result.duplicates:
+        lines.append(
+            f"identical rows   {result.duplicates:,} repeat another row's request:"
+            " sent once, the answer shared"
+        )
+    if settings.cache:
+        lines.append(f"from the cache   {result.cached:,} rows ({settings.cache})")
+    counted = (
+        f"exact, {counter.encoding_name}"
+        if counter.exact
+        else "estimated at 4 characters a token: set 'model:' for exact counts"
+    )
+    lines += [
+        f"requests         {result.requests:,}",
+        f"prompt tokens    {result.prompt_tokens:,} ({counted})",
+        "completion bound " + _completion_text(result, settings),
+        f"quota charge     {result.charged_tokens:,} tokens (prompt + max_tokens × n,"
+        " as Azure's limiter counts)",
+        "price            " + _price_text(settings),
+        "expected cost    " + _cost_text(result, settings),
+        "expected time    " + _time_text(result, settings),
+    ]
+    return "\n".join(lines)
+
+
+def _completion_text(result: Estimate, settings: Settings) -> str:
+    if result.completion_tokens is None:
+        return "unbounded: set request.max_tokens to bound answers (and the cost)"
+    allowance = completion_allowance(settings.api, settings.request)
+    return f"{result.completion_tokens:,} ({allowance:,} a request: max_tokens × n)"
+
+
+def _price_text(settings: Settings) -> str:
+    model = (settings.model or settings.deployment or "").lower()
+    matches = [p for p in settings.prices if model.startswith(p.lower())]
+    if not matches:
+        return f"none for model {model or '(not set)'!r}: add it under 'prices:'"
+    name = max(matches, key=len)
+    inp, out = settings.prices[name]
+    source = settings.sources.get(f"prices.{name}", "built-in default")
+    return f"{name}: ${inp:g} in, ${out:g} out per 1M tokens ({source})"
+
+
+def _cost_text(result: Estimate, settings: Settings) -> str:
+    if result.cost is None:
+        return "unknown: no price for this model"
+    if result.completion_tokens is None:
+        return f"≥ {money(result.cost)} (the prompts alone; answers are unbounded)"
+    return f"≤ {money(result.cost)}"
+
+
+def money(dollars: float) -> str:
+    """*dollars* to the cent, with more decimals for small sums."""
+    if dollars >= 1:
+        return f"${dollars:,.2f}"
+    return f"${dollars:.4f}" if dollars >= 0.01 else f"${dollars:.6f}"
+
+
+def _time_text(result: Estimate, settings: Settings) -> str:
+    if result.seconds is None:
+        return "no --tpm/--rpm given: as fast as the service answers"
+    budgets = [
+        f"--{name} {value:,}"
+        for name, value in (("tpm", settings.tpm), ("rpm", settings.rpm))
+        if value
+    ]
+    return f"≥ {duration_text(result.seconds)} under {' and '.join(budgets)}"
+
+
+def duration_text(seconds: float) -> str:
+    """*seconds* for a person: ``42.0 s``, ``12 min 5 s``, ``3 h 20 min``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"

@@ -1,0 +1,1 @@
+"""What people and machines see: logs, progress, the summary, the printed settings."""

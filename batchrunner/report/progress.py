@@ -1,0 +1,261 @@
+"""
+What a person watching the run sees: a live display on a terminal, periodic
+``progress`` events otherwise, and the summary table at the end.
+
+The live display shows rows done of the total (counted before the run starts), rows
+a second, tokens a minute against the ``--tpm`` budget, the time left, retries, 429s
+and failures. Log lines printed meanwhile go above it. Off a terminal, a ``progress``
+event with the same counters is logged every ``progress_interval`` seconds while rows
+finish, and once at the end: one JSON object a line with ``--log-format json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from batchrunner.prepare.estimate import money
+from batchrunner.report.summary import RunStats
+
+log = logging.getLogger("batchrunner")
+
+#: Seconds between progress events when there is no live display (the default).
+EVENT_INTERVAL = 10.0
+#: Least seconds between two redraws forced by finishing rows.
+_REDRAW = 0.1
+#: Longest error example shown in the summary table.
+_EXAMPLE_CHARS = 160
+
+
+class ProgressDisplay:
+    """A live display on a terminal (*bar*), progress events otherwise."""
+
+    def __init__(
+        self,
+        total: int,
+        *,
+        bar: bool,
+        tpm: int | None = None,
+        interval: float = EVENT_INTERVAL,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total = total
+        self.tpm = tpm
+        self.interval = interval
+        self._clock = clock
+        self._started = clock()
+        self._last_event = self._started
+        self._last_redraw = float("-inf")
+        self._stats: RunStats | None = None
+        self._bar: Progress | None = None
+        self._moved: list[tuple[logging.StreamHandler[Any], Any]] = []
+        if bar:
+            self._start_bar(stream or sys.stderr)
+
+    def _start_bar(self, stream: TextIO) -> None:
+        console = Console(file=stream)
+        self._bar = Progress(
+            TextColumn("[bold]rows"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("· {task.fields[rate]} · {task.fields[tokens]} · eta"),
+            TimeRemainingColumn(),
+            TextColumn("· elapsed"),
+            TimeElapsedColumn(),
+            TextColumn("· {task.fields[counts]}"),
+            console=console,
+            transient=False,
+        )
+        self._task = self._bar.add_task(
+            "rows", total=self.total, rate="", tokens="", counts=""
+        )
+        self._bar.start()
+        # The live display owns the terminal: log lines must print above it, through
+        # the stand-in for stderr that rich installs while it runs.
+        proxy = sys.stderr
+        if proxy is stream:
+            return
+        for handler in logging.getLogger("batchrunner").handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is stream:
+                handler.setStream(proxy)
+                self._moved.append((handler, stream))
+
+    def update(self, stats: RunStats) -> None:
+        """Show *stats*: redraw the display, or log an event every interval."""
+        self._stats = stats
+        now = self._clock()
+        if self._bar is not None:
+            self._draw(stats, now)
+        elif now - self._last_event >= self.interval:
+            self._last_event = now
+            self._event(stats, now)
+
+    def close(self) -> None:
+        """Leave the display at its last state, or log a last event."""
+        if self._bar is not None:
+            if self._stats is not None:
+                self._draw(self._stats, self._clock(), force=True)
+            self._bar.stop()
+            for handler, stream in self._moved:
+                handler.setStream(stream)
+        elif self._stats is not None:
+            self._event(self._stats, self._clock())
+
+    def _draw(self, stats: RunStats, now: float, *, force: bool = False) -> None:
+        assert self._bar is not None
+        figures = progress_figures(stats, self.total, now - self._started, self.tpm)
+        counts = f"retries {stats.retries} · 429s {stats.throttled}"
+        if stats.rows_failed:
+            counts += f" · [red]failed {stats.rows_failed}[/]"
+        if stats.rows_cached or stats.rows_shared:
+            counts += f" · reused {stats.rows_cached + stats.rows_shared}"
+        self._bar.update(
+            self._task,
+            completed=figures["rows_done"],
+            rate=f"{figures['rows_per_second']:,.1f} rows/s",
+            tokens=_tokens_text(figures["tokens_per_minute"], self.tpm),
+            counts=counts,
+        )
+        # Rich redraws on its own clock too; this shows each finished batch soon.
+        if force or now - self._last_redraw >= _REDRAW:
+            self._last_redraw = now
+            self._bar.refresh()
+
+    def _event(self, stats: RunStats, now: float) -> None:
+        figures = progress_figures(stats, self.total, now - self._started, self.tpm)
+        eta = figures["eta_seconds"]
+        log.info(
+            "%d/%d rows done, %.1f rows/s, %s tokens/min, eta %s; %d retries, %d 429s,"
+            " %d failed",
+            figures["rows_done"],
+            self.total,
+            figures["rows_per_second"],
+            f"{figures['tokens_per_minute']:,}",
+            "unknown" if eta is None else f"{eta:,.0f} s",
+            stats.retries,
+            stats.throttled,
+            stats.rows_failed,
+            extra={"event": "progress", **figures},
+        )
+
+
+def progress_figures(
+    stats: RunStats, total: int, elapsed: float, tpm: int | None
+) -> dict[str, Any]:
+    """The counters of a progress event after *elapsed* seconds."""
+    done = stats.rows_ok + stats.rows_failed
+    elapsed = max(elapsed, 1e-9)
+    rate = done / elapsed
+    left = max(0, total - done)
+    return {
+        "rows_done": done,
+        "rows_total": total,
+        "rows_ok": stats.rows_ok,
+        "rows_failed": stats.rows_failed,
+        "rows_cached": stats.rows_cached,
+        "rows_shared": stats.rows_shared,
+        "retries": stats.retries,
+        "throttled": stats.throttled,
+        "requests": stats.requests,
+        "tokens": stats.total_tokens,
+        "tokens_per_minute": round(stats.total_tokens / elapsed * 60),
+        "tpm_budget": tpm,
+        "rows_per_second": round(rate, 2),
+        "elapsed_seconds": round(elapsed, 1),
+        "eta_seconds": round(left / rate, 1) if rate > 0 else None,
+    }
+
+
+def _tokens_text(per_minute: int, budget: int | None) -> str:
+    text = f"{_short(per_minute)} tok/min"
+    return f"{text} of {_short(budget)}" if budget else text
+
+
+def _short(number: float) -> str:
+    for size, unit in ((1e6, "M"), (1e3, "k")):
+        if number >= size:
+            return f"{number / size:.1f}{unit}"
+    return f"{number:.0f}"
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    """The end-of-run table."""
+    table = Table(title="batchrunner summary", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in _summary_rows(summary):
+        table.add_row(label, value)
+    for error in summary["errors"]:
+        example = error["example"]
+        if len(example) > _EXAMPLE_CHARS:
+            example = example[: _EXAMPLE_CHARS - 1] + "…"
+        table.add_row(f"error {error['kind']}", f"{error['rows']:,} × e.g. {example}")
+    if summary.get("stopped"):
+        table.add_row("stopped", summary["stopped"])
+    return table
+
+
+def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    tokens = summary["tokens"]
+    cost = summary["estimated_cost_usd"]
+    latency = summary["latency_ms"]
+    rows = [
+        ("rows ok", f"{summary['rows_ok']:,}"),
+        ("rows failed", f"{summary['rows_failed']:,}"),
+        ("rows skipped (done before)", f"{summary['rows_skipped']:,}"),
+    ]
+    reused = summary.get("rows_cached", 0), summary.get("rows_shared", 0)
+    if any(reused):
+        rows.append(
+            ("rows reused (cache / same request)", f"{reused[0]:,} / {reused[1]:,}")
+        )
+    if summary["rows_not_done"]:
+        rows.append(("rows not done", f"{summary['rows_not_done']:,}"))
+    requests = f"{summary['requests']:,} / {summary['retries']:,}"
+    return [
+        *rows,
+        ("requests / retries / 429s", f"{requests} / {summary['throttled']:,}"),
+        ("tokens in / out", f"{tokens['prompt']:,} / {tokens['completion']:,}"),
+        (
+            "tokens cached / reasoning",
+            f"{tokens['cached']:,} / {tokens['reasoning']:,}",
+        ),
+        ("estimated cost", "unknown (no price)" if cost is None else money(cost)),
+        ("wall time", f"{summary['elapsed_seconds']:,.1f} s"),
+        (
+            "throughput",
+            f"{summary['rows_per_second'] or 0:,.1f} rows/s,"
+            f" {summary['tokens_per_minute'] or 0:,} tokens/min",
+        ),
+        ("latency p50 / p95", f"{_ms(latency['p50'])} / {_ms(latency['p95'])}"),
+    ]
+
+
+def _ms(value: int | None) -> str:
+    return "–" if value is None else f"{value:,} ms"
+
+
+def print_summary(
+    summary: dict[str, Any], *, json_lines: bool, stream: TextIO | None = None
+) -> None:
+    """The table on a terminal; one ``summary`` event in JSON mode."""
+    if json_lines:
+        log.info("run finished", extra={"event": "summary", "summary": summary})
+        return
+    console = Console(file=stream or sys.stderr, width=120)
+    console.print(summary_table(summary))

@@ -1,0 +1,1 @@
+"""Results: the sinks, resume, the output's lock and blob mirror, merge and join."""

@@ -1,0 +1,1 @@
+"""Sending: the pool, pacing, retries, and answers reused instead of sent."""
