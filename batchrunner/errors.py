@@ -117,3 +117,18 @@ class RunStopped(BatchrunnerError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class CellError(InputError):
+    """
+    An ``InputError`` about one cell of a row.
+
+    *column_name* names the cell (None when the fault is the whole row), so that
+    the validator, which can re-read the file, can point at its column.
+    """
+
+    def __init__(
+        self, path: str, line: int | None, column_name: str | None, problem: str
+    ) -> None:
+        super().__init__(path, line, None, problem)
+        self.column_name = column_name

@@ -41,6 +41,7 @@ from batchrunner.prepare.plan import select
 from batchrunner.prepare.shards import resolve_shards, shard_label
 from batchrunner.prepare.structured import checker_for
 from batchrunner.prepare.tokens import TokenCounter
+from batchrunner.prepare.validate import validate
 from batchrunner.records import Request, RowResult, to_record
 from batchrunner.report.logs import RUN_CONTEXT, Redactor
 from batchrunner.report.progress import ProgressDisplay, print_summary
@@ -51,7 +52,7 @@ from batchrunner.results.destination import Output
 from batchrunner.results.resume import read_state
 from batchrunner.results.sinks import ResultSink, open_sink
 from batchrunner.results.spend import recorded_cost
-from batchrunner.rows.reader import open_rows, spool_stdin, validate
+from batchrunner.rows.reader import open_rows, spool_stdin
 from batchrunner.rows.stamp import Validated, input_stamp, recall, remember
 from batchrunner.send.hooks import RunHooks, run_hooks
 from batchrunner.send.pool import Control, Pool
@@ -221,7 +222,8 @@ def _dry_run(
     shown: str,
 ) -> int:
     cache = open_cache(settings, create=False)
-    figures = estimate(_planned_requests(source, settings, done), settings, cache)
+    cached = cache.has_answer if cache is not None else None
+    figures = estimate(_planned_requests(source, settings, done), settings, cached)
     lines = report(figures, settings, source=source.name, done=len(done), output=shown)
     # The report is the command's output; only an explicit --log-format json
     # (nothing but JSON lines) leaves it to the estimate event.

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from batchrunner.cli import run
+from batchrunner.prepare import identity
 from batchrunner.records import Api, Request
-from batchrunner.send import reuse as cache
 from batchrunner.simulator import SimulatorServer
 from tests.test_cli import read_jsonl, write_jsonl
 
@@ -155,8 +155,8 @@ def test_repeat_counter_finds_the_repeats(
     monkeypatch: pytest.MonkeyPatch, sort_from: int
 ) -> None:
     """Counting and sorting find the same repeated requests."""
-    monkeypatch.setattr(cache, "_SORT_FROM", sort_from)
-    counter = cache.RepeatCounter()
+    monkeypatch.setattr(identity, "_SORT_FROM", sort_from)
+    counter = identity.RepeatCounter()
     texts = ["a", "b", "a", "c", "a", "b", "d"]
     for number, text in enumerate(texts):
         body = {"messages": [{"role": "user", "content": text}], "temperature": 0}
@@ -166,4 +166,4 @@ def test_repeat_counter_finds_the_repeats(
     again = Request(
         "x", Api.CHAT, {"messages": [{"role": "user", "content": "a"}]}, 0, 0
     )
-    assert repeats[cache.stable_hash(cache.run_key(again))] == 3
+    assert repeats[identity.stable_hash(identity.run_key(again))] == 3

@@ -5,6 +5,11 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from batchrunner.azure.headers import (
+    is_retryable_status,
+    parse_rate_limits,
+    parse_retry_after,
+)
 from batchrunner.config.settings import Settings
 from batchrunner.errors import ApiFailure
 from batchrunner.prepare.plan import select, shard_of
@@ -18,13 +23,10 @@ from batchrunner.send.pacer import (
     SLOW_START_RATE,
     Pacer,
     QuotaExceeded,
-    parse_rate_limits,
 )
 from batchrunner.send.retry import (
     RetryPolicy,
     backoff_seconds,
-    is_retryable_status,
-    parse_retry_after,
     wait_after,
 )
 

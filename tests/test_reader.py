@@ -13,8 +13,9 @@ import pytest
 
 from batchrunner.config.settings import InputSettings, Settings
 from batchrunner.errors import ConfigError, InputError
+from batchrunner.prepare.validate import InputReport, validate
 from batchrunner.records import Api, Row
-from batchrunner.rows.reader import InputReport, open_rows, spool_stdin, validate
+from batchrunner.rows.reader import open_rows, spool_stdin
 
 COLUMNS = InputSettings()
 

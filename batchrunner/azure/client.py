@@ -20,13 +20,16 @@ import httpx2
 import openai
 from openai import AsyncAzureOpenAI
 
+from batchrunner.azure.headers import (
+    is_retryable_status,
+    parse_rate_limits,
+    parse_retry_after,
+)
 from batchrunner.azure.transport import AiohttpClient
 from batchrunner.azure.urlcache import install as install_url_cache
 from batchrunner.config.settings import Settings
 from batchrunner.errors import ApiFailure
 from batchrunner.records import Api, RateLimits, Reply, Request, Usage
-from batchrunner.send.pacer import parse_rate_limits
-from batchrunner.send.retry import is_retryable_status, parse_retry_after
 
 TokenProvider = Callable[[], Awaitable[str]]
 

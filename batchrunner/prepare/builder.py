@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from batchrunner.config.settings import Settings
-from batchrunner.errors import ConfigError, InputError
+from batchrunner.errors import CellError, ConfigError
 from batchrunner.prepare.tokens import TokenCounter
 from batchrunner.records import Api, Request, Row
+from batchrunner.rows.reader import json_type
 
 if TYPE_CHECKING:
     from batchrunner.prepare.templates import PromptTemplate
@@ -33,21 +34,6 @@ ROW_KEYS = ("messages", "prompt", "input")
 
 _FIELD_NAME_END = re.compile(r"[.\[]")
 _FORMATTER = string.Formatter()
-
-
-class CellError(InputError):
-    """
-    An ``InputError`` about one cell of a row.
-
-    *column_name* names the cell (None when the fault is the whole row), so that
-    the validator, which can re-read the file, can point at its column.
-    """
-
-    def __init__(
-        self, path: str, line: int | None, column_name: str | None, problem: str
-    ) -> None:
-        super().__init__(path, line, None, problem)
-        self.column_name = column_name
 
 
 def template_fields(template: str) -> list[str]:
@@ -367,21 +353,6 @@ def _message_fault(message: Any) -> str | None:
 
 def _is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
-
-
-def json_type(value: Any) -> str:
-    """*value*'s type in JSON's words, for messages to people who wrote JSON."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object" if isinstance(value, dict) else type(value).__name__
 
 
 def _names(fields: Mapping[str, Any]) -> str:

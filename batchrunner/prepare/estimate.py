@@ -13,15 +13,14 @@ not sent, so they are not counted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 from batchrunner.config.settings import Settings
 from batchrunner.prepare.builder import completion_allowance
+from batchrunner.prepare.identity import run_key
 from batchrunner.prepare.tokens import TokenCounter
 from batchrunner.records import Api, Request
-from batchrunner.send.pool import expected_duration
-from batchrunner.send.reuse import ResponseCache, request_digest, run_key
 
 log = logging.getLogger("batchrunner")
 
@@ -48,9 +47,14 @@ class Estimate:
 
 
 def estimate(
-    requests: Iterable[Request], settings: Settings, cache: ResponseCache | None
+    requests: Iterable[Request],
+    settings: Settings,
+    cached: Callable[[Request], bool] | None,
 ) -> Estimate:
-    """The estimate for sending *requests* under *settings*."""
+    """
+    The estimate for sending *requests* under *settings*; *cached* tells the
+    requests that ``--cache`` already holds an answer for.
+    """
     result = Estimate()
     seen: set[int] = set()
     share = settings.dedupe
@@ -62,9 +66,7 @@ def estimate(
                 result.duplicates += 1
                 continue
             seen.add(key)
-        if cache is not None and cache.contains(
-            request_digest(request.api, request.body)
-        ):
+        if cached is not None and cached(request):
             result.cached += 1
             continue
         result.requests += 1
@@ -189,3 +191,13 @@ def duration_text(seconds: float) -> str:
         return f"{minutes} min {secs} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min"
+
+
+def expected_duration(tokens: int, requests: int, settings: Settings) -> float | None:
+    """Seconds the quota allows for *tokens* in *requests*, or None when unlimited."""
+    bounds = []
+    if settings.tpm:
+        bounds.append(tokens / settings.tpm * 60)
+    if settings.rpm:
+        bounds.append(requests / settings.rpm * 60)
+    return max(bounds) if bounds else None

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from batchrunner.azure.blob import is_blob_url, parse_blob_url
+from batchrunner.config.locations import is_blob_url, parse_blob_url
 from batchrunner.errors import ConfigError
 
 #: Set by Kubernetes in each pod of an Indexed Job.

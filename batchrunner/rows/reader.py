@@ -1,37 +1,28 @@
 """
-Read input rows lazily, each with the line it starts on, and validate a whole file.
+Read input rows lazily, each with the line it starts on.
 
 CSV (with a header) or JSONL, plain or gzip. Bytes are decoded one line at a time,
 so an undecodable byte can be reported by line and column, and a million-row file
-never sits in memory. ``validate`` reads everything once before anything is sent,
-through ``open_rows`` and the same ``RequestBuilder`` that sending uses.
+never sits in memory.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
-import itertools
 import json
 import json.scanner
 import os
 import shutil
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from batchrunner.config.settings import InputSettings, Settings
-from batchrunner.errors import InputError
-from batchrunner.prepare.builder import (
-    CellError,
-    RequestBuilder,
-    json_type,
-    template_fields,
-)
-from batchrunner.records import Api, Request, Row
+from batchrunner.config.settings import InputSettings
+from batchrunner.errors import CellError, InputError
+from batchrunner.records import Row
 
 if TYPE_CHECKING:
     from _csv import Reader as CsvReader
@@ -56,15 +47,6 @@ _CSV_FIELD_LIMIT = 1 << 30
 _ABSENT = object()
 
 
-@dataclass(frozen=True)
-class InputReport:
-    """What ``validate`` found: how many rows, and which columns."""
-
-    rows: int
-    #: The CSV header, or the keys seen in the first rows of a JSONL file.
-    columns: list[str]
-
-
 def open_rows(
     path: str, settings: InputSettings, *, name: str | None = None
 ) -> Iterator[Row]:
@@ -78,7 +60,7 @@ def open_rows(
     """
     shown = name or path
     kind, compressed = input_format(path, shown)
-    _check_readable(path, shown)
+    check_readable(path, shown)
     return _rows(path, shown, kind, compressed, settings)
 
 
@@ -117,7 +99,7 @@ def input_format(path: str, shown: str | None = None) -> tuple[str, bool]:
     raise InputError(shown or path, None, None, problem)
 
 
-def _check_readable(path: str, shown: str) -> None:
+def check_readable(path: str, shown: str) -> None:
     if os.path.isdir(path):
         raise InputError(shown, None, None, "is a directory, not an input file")
     if not os.path.exists(path):
@@ -126,7 +108,7 @@ def _check_readable(path: str, shown: str) -> None:
         raise InputError(shown, None, None, "permission denied: cannot read it")
 
 
-def _open_binary(path: str, compressed: bool) -> BinaryIO:
+def open_binary(path: str, compressed: bool) -> BinaryIO:
     """*path* opened for reading bytes; the caller closes it."""
     if compressed:
         return cast(BinaryIO, gzip.open(path, "rb"))
@@ -136,15 +118,15 @@ def _open_binary(path: str, compressed: bool) -> BinaryIO:
 def _rows(
     path: str, shown: str, kind: str, compressed: bool, settings: InputSettings
 ) -> Iterator[Row]:
-    with _open_binary(path, compressed) as stream:
-        lines = _decoded(stream, shown)
+    with open_binary(path, compressed) as stream:
+        lines = decoded_lines(stream, shown)
         if kind == "csv":
             yield from _csv_rows(lines, shown, settings)
         else:
             yield from _jsonl_rows(lines, shown, settings)
 
 
-def _decoded(stream: Iterable[bytes], path: str) -> Iterator[str]:
+def decoded_lines(stream: Iterable[bytes], path: str) -> Iterator[str]:
     """Each physical line of *stream* as text, line ending kept, BOM dropped."""
     number = 0
     try:
@@ -338,193 +320,24 @@ def _csv_error(path: str, start: int, line: int, exc: csv.Error) -> InputError:
     return InputError(path, line, None, f"not valid CSV: {reason}; {hint}")
 
 
-# --- validation -------------------------------------------------------------
-
-
-def validate(
-    path: str,
-    settings: Settings,
-    *,
-    name: str | None = None,
-    observe: Callable[[Request], None] | None = None,
-) -> InputReport:
-    """
-    Read the whole input once and raise its first problem as an ``InputError``.
-
-    Each row goes through the ``RequestBuilder`` that sending uses, so a file that
-    validates builds a request for every row; *observe*, when given, sees each
-    request. *name* stands for *path* in messages. A template the settings cannot
-    use is a ``ConfigError``.
-    """
-    shown = name or path
-    builder = RequestBuilder(settings, path=shown)
-    kind, _ = input_format(path, shown)
-    _check_readable(path, shown)
-    header = None
-    if kind == "csv":
-        header, line = read_header(path, shown)
-        if builder.template is not None:
-            builder.template.check_columns(header, f"the header of {shown}:{line}")
-        else:
-            _check_header(header, line, settings, shown)
-    try:
-        rows = open_rows(path, settings.input, name=name)
-        return _validate_rows(
-            rows, builder, header, settings.input.id_column, observe
-        )
-    except CellError as exc:
-        raise _located(exc, path, header) from None
-
-
 def read_header(path: str, shown: str | None = None) -> tuple[list[str], int]:
     """The header of the CSV file at *path*, and the line it is on."""
     _, compressed = input_format(path, shown)
-    with _open_binary(path, compressed) as stream:
-        return _csv_header(_csv_reader(_decoded(stream, shown or path)), shown or path)
+    with open_binary(path, compressed) as stream:
+        shown = shown or path
+        return _csv_header(_csv_reader(decoded_lines(stream, shown)), shown)
 
 
-def _validate_rows(
-    rows: Iterator[Row],
-    builder: RequestBuilder,
-    header: list[str] | None,
-    id_column: str,
-    observe: Callable[[Request], None] | None = None,
-) -> InputReport:
-    first_line: dict[str, int] = {}
-    columns = dict.fromkeys(header or ())
-    count = 0
-    for row in rows:
-        count += 1
-        if header is None and count <= COLUMN_SAMPLE_ROWS:
-            columns.update(dict.fromkeys(row.fields))
-        first = first_line.setdefault(row.id, row.line)
-        if first != row.line:
-            raise _duplicate(builder.path, id_column, row, first)
-        request = builder.build(row)
-        if observe is not None:
-            observe(request)
-    return InputReport(rows=count, columns=list(columns))
-
-
-def _duplicate(path: str, id_column: str, row: Row, first: int) -> CellError:
-    problem = (
-        f"id {row.id!r} on line {row.line} duplicates line {first}; ids must be unique"
-    )
-    cell = id_column if id_column in row.fields else None
-    return CellError(path, row.line, cell, problem)
-
-
-def _check_header(header: list[str], line: int, settings: Settings, path: str) -> None:
-    """Fail on line 1 when no row of this CSV could make a request."""
-    columns = settings.input
-    if columns.template:
-        missing = [f for f in template_fields(columns.template) if f not in header]
-        if missing:
-            problem = (
-                f"input.template uses {{{missing[0]}}}, but the header has no"
-                f" {missing[0]!r} column; the columns are {_listed(header)}"
-            )
-            raise InputError(path, line, None, problem)
-        return
-    looked = [columns.prompt_column]
-    if settings.api is Api.CHAT:
-        looked.insert(0, columns.messages_column)
-    if not any(name in header for name in looked):
-        raise InputError(path, line, None, _no_source_problem(header, looked, settings))
-
-
-def _no_source_problem(header: list[str], looked: list[str], settings: Settings) -> str:
-    problem = (
-        f"the header {_listed(header)} has no {' or '.join(map(repr, looked))}"
-        " column to make requests from"
-    )
-    messages = settings.input.messages_column
-    if settings.api is not Api.CHAT and messages in header:
-        problem += (
-            f"; the {messages!r} column only works with --api chat, so use a"
-            f" {settings.input.prompt_column!r} column"
-        )
-    keys = "input.prompt_column"
-    if settings.api is Api.CHAT:
-        keys += " (or input.messages_column)"
-    return (
-        f"{problem}; rename your column, set {keys} to its name, or set"
-        ' input.template to build prompts from columns, like "Summarise: {text}"'
-    )
-
-
-def _listed(names: list[str]) -> str:
-    return ", ".join(repr(name) for name in names) or "(none)"
-
-
-# --- pointing at a cell -----------------------------------------------------
-
-
-def _located(exc: CellError, path: str, header: list[str] | None) -> InputError:
-    """*exc* with the line and column of its cell, found by re-reading the file."""
-    position = None
-    if exc.column_name is not None and exc.line is not None:
-        position = _cell_position(path, exc.path, exc.line, exc.column_name, header)
-    line, column = position or (exc.line, None)
-    return InputError(exc.path, line, column, exc.problem)
-
-
-def _cell_position(
-    path: str, shown: str, line: int, name: str, header: list[str] | None
-) -> tuple[int, int] | None:
-    kind, compressed = input_format(path, shown)
-    with _open_binary(path, compressed) as stream:
-        lines = itertools.islice(_decoded(stream, shown), line - 1, None)
-        if kind == "jsonl":
-            column = _json_value_column(next(lines, ""), name)
-            return None if column is None else (line, column)
-        if header is None or name not in header:
-            return None
-        return _csv_cell_start(lines, line, header.index(name))
-
-
-def _csv_cell_start(
-    lines: Iterable[str], line: int, index: int
-) -> tuple[int, int] | None:
-    """Line and 1-based column where field *index* of the record on *line* starts."""
-    if index == 0:
-        return line, 1
-    field, quoted = 0, False
-    for offset, text in enumerate(lines):
-        for column, char in enumerate(text, 1):
-            # A doubled quote inside a quoted field flips twice: no change.
-            if char == '"':
-                quoted = not quoted
-            elif char == "," and not quoted:
-                field += 1
-                if field == index:
-                    return line + offset, column + 1
-    return None
-
-
-def _json_value_column(text: str, key: str) -> int | None:
-    """The 1-based column where the value of top-level *key* starts in *text*."""
-    decoder = json.JSONDecoder()
-    found = None
-    try:
-        pos = _skip_space(text, text.index("{") + 1)
-        while text[pos] == '"':
-            name, pos = decoder.raw_decode(text, pos)
-            pos = _skip_space(text, _skip_space(text, pos) + 1)
-            if name == key:
-                # json keeps the last of duplicate keys, so point at the last.
-                found = pos + 1
-            _, pos = decoder.raw_decode(text, pos)
-            pos = _skip_space(text, pos)
-            if text[pos] != ",":
-                break
-            pos = _skip_space(text, pos + 1)
-    except (ValueError, IndexError):
-        return None
-    return found
-
-
-def _skip_space(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in " \t\r\n":
-        pos += 1
-    return pos
+def json_type(value: Any) -> str:
+    """*value*'s type in JSON's words, for messages to people who wrote JSON."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object" if isinstance(value, dict) else type(value).__name__

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -48,26 +48,6 @@ HORIZON_SECONDS = 1.0
 SLACK_SECONDS = 0.001
 #: How far back the sending rate is measured when a 429 asks us to slow down.
 MEASURE_SECONDS = 10.0
-
-
-def _int(value: str | None) -> int | None:
-    if not value:
-        return None
-    try:
-        return int(float(value))
-    except ValueError:
-        return None
-
-
-def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits | None:
-    """The ``x-ratelimit-*`` headers of an answer, or None when there are none."""
-    limits = RateLimits(
-        limit_requests=_int(headers.get("x-ratelimit-limit-requests")),
-        remaining_requests=_int(headers.get("x-ratelimit-remaining-requests")),
-        limit_tokens=_int(headers.get("x-ratelimit-limit-tokens")),
-        remaining_tokens=_int(headers.get("x-ratelimit-remaining-tokens")),
-    )
-    return None if limits == RateLimits() else limits
 
 
 class _Rate:

@@ -541,11 +541,3 @@ def _error_result(request: Request, failure: ApiFailure, attempts: int) -> RowRe
     )
 
 
-def expected_duration(tokens: int, requests: int, settings: Settings) -> float | None:
-    """Seconds the quota allows for *tokens* in *requests*, or None when unlimited."""
-    bounds = []
-    if settings.tpm:
-        bounds.append(tokens / settings.tpm * 60)
-    if settings.rpm:
-        bounds.append(requests / settings.rpm * 60)
-    return max(bounds) if bounds else None

@@ -8,10 +8,8 @@ back-off; otherwise the wait is exponential with full jitter, capped.
 
 from __future__ import annotations
 
-import email.utils
 import random
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -24,9 +22,6 @@ from tenacity import (
 
 from batchrunner.errors import ApiFailure
 
-#: HTTP statuses worth another try: timeouts, throttling and server faults.
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -36,38 +31,6 @@ class RetryPolicy:
     #: First back-off cap in seconds; doubles with every attempt.
     base_backoff: float = 0.5
     max_backoff: float = 30.0
-
-
-def is_retryable_status(status_code: int | None) -> bool:
-    """Whether a failure with *status_code* may succeed when sent again."""
-    return status_code in RETRYABLE_STATUSES
-
-
-def parse_retry_after(
-    headers: Mapping[str, str], now: Callable[[], float] = time.time
-) -> float | None:
-    """
-    The wait the service asked for, in seconds: ``retry-after-ms`` first, then
-    ``retry-after`` in seconds or as an HTTP date. None when it asked for none.
-    """
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, parsed.timestamp() - now())
 
 
 def backoff_seconds(

@@ -21,8 +21,6 @@ import json
 import logging
 import os
 import re
-from array import array
-from collections import Counter
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,91 +30,23 @@ import anyio
 
 from batchrunner.config.settings import Settings
 from batchrunner.errors import ConfigError
-from batchrunner.records import Api, Reply, Request, RowResult, Usage, answered
+from batchrunner.prepare.identity import (
+    RepeatCounter,
+    canonical_json,
+    request_digest,
+    run_key,
+    stable_hash,
+)
+from batchrunner.records import Reply, Request, RowResult, Usage, answered
 
 log = logging.getLogger("batchrunner")
 
-_ENCODE = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-).encode
-_ENCODE_AS_IS = json.JSONEncoder(
-    separators=(",", ":"), ensure_ascii=False, check_circular=False, default=str
-).encode
-_ROW_KEYS = ("messages", "prompt", "input")
-#: From this many rows on, repeats are found by sorting (numpy) rather than counting.
-_SORT_FROM = 20_000
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: Bumped when the stored layout changes, so old files read as misses.
 _FORMAT = 1
-
-
-def request_digest(api: Api, body: Mapping[str, Any]) -> bytes:
-    """The SHA-256 that identifies a request by its operation and body."""
-    text = _ENCODE([api.value, body])
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
-
-
-def stable_hash(key: Hashable) -> int:
-    """
-    A 64-bit hash of a ``run_key`` that is the same in every process (``hash()`` of
-    a string is not), so repeat counts can be kept beside the output for re-runs.
-    """
-    digest = hashlib.blake2b(
-        repr(key).encode("utf-8", "surrogatepass"), digest_size=8
-    ).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def run_key(request: Request) -> Hashable:
-    """
-    What tells *request* apart from the other requests of its run.
-
-    Only the part of the body built from the row (``messages``, ``prompt`` or
-    ``input``): the rest, the model parameters from the settings, is the same for every
-    row of a run. That makes the key exact and cheap: plain chat messages become a
-    tuple of (role, content) pairs, anything else its JSON text.
-    """
-    body = request.body
-    value = next((body[name] for name in _ROW_KEYS if name in body), None)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        pairs = []
-        for message in value:
-            if (
-                type(message) is not dict
-                or len(message) != 2
-                or type(message.get("content")) is not str
-                or "role" not in message
-            ):
-                return _ENCODE_AS_IS(value)
-            pairs.append((message["role"], message["content"]))
-        return tuple(pairs)
-    return _ENCODE_AS_IS(body)
-
-
-class RepeatCounter:
-    """Counts requests by the hash of their ``run_key``, to find the repeats."""
-
-    def __init__(self) -> None:
-        self._hashes = array("q")
-
-    def add(self, request: Request) -> None:
-        """Count *request*."""
-        self._hashes.append(stable_hash(run_key(request)))
-
-    def repeats(self) -> dict[int, int]:
-        """Key hash → how many requests share it, for those seen more than once."""
-        if len(self._hashes) < _SORT_FROM:
-            counted = Counter(self._hashes)
-            return {key: count for key, count in counted.items() if count > 1}
-        import numpy as np  # sorts 8 bytes a row, where a Counter takes ~100
-
-        values, counts = np.unique(
-            np.frombuffer(self._hashes, dtype=np.int64), return_counts=True
-        )
-        shared = counts > 1
-        return dict(zip(values[shared].tolist(), counts[shared].tolist(), strict=True))
+#: Re-exported: the cache and the in-run sharing key requests the same way.
+__all__ = ["RepeatCounter", "ResponseCache", "Sharer", "open_cache", "request_digest",
+           "run_key", "stable_hash"]
 
 
 class ResponseCache:
@@ -151,6 +81,10 @@ class ResponseCache:
         """Whether an answer to *digest* is stored."""
         return self.path(digest).is_file()
 
+    def has_answer(self, request: Request) -> bool:
+        """Whether an answer to *request* is stored."""
+        return self.contains(request_digest(request.api, request.body))
+
     def load(self, digest: bytes) -> Reply | None:
         """The stored answer to *digest*, or None."""
         path = self.path(digest)
@@ -174,7 +108,8 @@ class ResponseCache:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             path.parent.mkdir(exist_ok=True)
-            tmp.write_text(_ENCODE(entry), encoding="utf-8", errors="surrogatepass")
+            text = canonical_json(entry)
+            tmp.write_text(text, encoding="utf-8", errors="surrogatepass")
             os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
