@@ -104,6 +104,20 @@ class ApiFailure(BatchrunnerError):
         self.limits = limits
         super().__init__(message)
 
+    def but_retryable(self) -> ApiFailure:
+        """This failure as one worth another try: a new value, this one unchanged."""
+        return ApiFailure(
+            kind=self.kind,
+            message=self.message,
+            status_code=self.status_code,
+            code=self.code,
+            retryable=True,
+            retry_after=self.retry_after,
+            request_id=self.request_id,
+            latency_ms=self.latency_ms,
+            limits=self.limits,
+        )
+
     def __repr__(self) -> str:
         return (
             f"<ApiFailure {self.kind} status={self.status_code} code={self.code!r}"

@@ -12,7 +12,7 @@ import logging
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,7 @@ from batchrunner.config.settings import (
     environment,
     with_overrides,
 )
-from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, ConfigError, RunStopped
+from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, ConfigError
 from batchrunner.prepare.builder import RequestBuilder
 from batchrunner.prepare.estimate import estimate, report
 from batchrunner.prepare.plan import select
@@ -55,8 +55,10 @@ from batchrunner.results.spend import recorded_cost
 from batchrunner.rows.reader import open_rows, spool_stdin
 from batchrunner.rows.stamp import Validated, input_stamp, recall, remember
 from batchrunner.send.hooks import RunHooks, run_hooks
-from batchrunner.send.pool import Control, Pool
+from batchrunner.send.pool import online_pool
 from batchrunner.send.reuse import RepeatCounter, open_cache
+from batchrunner.send.sender import Sender
+from batchrunner.send.stops import StopPolicy
 
 log = logging.getLogger("batchrunner")
 
@@ -268,7 +270,9 @@ def _send(
     state = read_state(output.path)
     planned, skipped = _count_plan(source, settings, state.done_ids, rows)
     _counter_for(settings)  # load the tokenizer now, not on the first row's clock
-    stats = RunStats(rows_planned=planned, rows_skipped=skipped)
+    stats = RunStats(
+        rows_planned=planned, rows_skipped=skipped, price_for=settings.price_for
+    )
     if settings.max_cost is not None:
         stats.cost_before = recorded_cost(output.path, settings.price_for)
     RUN_CONTEXT.counters = stats.counters
@@ -300,7 +304,7 @@ async def _run_pool(
     redactor: Redactor,
     json_lines: bool,
     hooks: RunHooks | None = None,
-) -> Control:
+) -> StopPolicy:
     # Fetched tokens join the redactor as they come (the first one before any row).
     async with open_auth(settings, on_secret=redactor.add) as auth:
         return await _run_pool_with(
@@ -317,7 +321,7 @@ async def _run_pool_with(
     redactor: Redactor,
     json_lines: bool,
     hooks: RunHooks | None,
-) -> Control:
+) -> StopPolicy:
     for secret in auth.secrets:
         redactor.add(secret)
     assert settings.endpoint
@@ -338,18 +342,17 @@ async def _run_pool_with(
         tpm=settings.tpm,
         interval=settings.progress_interval,
     )
-    pool: Pool
-    pool = Pool(
+    sender: Sender = online_pool(
         completer,
         settings,
-        write=_writer_for(sink, output, rows, lambda: pool.control),
+        write=_writer_for(sink, output, rows),
         stats=stats,
         on_progress=progress.update,
         on_unauthorized=auth.on_unauthorized,
         hooks=hooks,
     )
     try:
-        return await pool.run(rows.watch(requests))
+        return await sender.run(rows.watch(requests))
     finally:
         progress.close()
         sink.close()
@@ -357,21 +360,20 @@ async def _run_pool_with(
 
 
 def _writer_for(
-    sink: ResultSink, output: Output, rows: RowLog, control: Callable[[], Control]
-) -> Any:
-    def write(results: list[RowResult]) -> None:
+    sink: ResultSink, output: Output, rows: RowLog
+) -> Callable[[Sequence[RowResult]], None]:
+    """Write results to the sink; a storage failure raises ``RunStopped``."""
+
+    def write(results: Sequence[RowResult]) -> None:
         sink.write([to_record(result) for result in results])
         rows.written(results)
-        try:
-            output.sync()
-        except RunStopped as exc:  # results storage failed: stop, resumable
-            control().stop(str(exc), exc.exit_code)
+        output.sync()
 
     return write
 
 
 def _finish(
-    stats: RunStats, control: Control, elapsed: float, output: Output
+    stats: RunStats, control: StopPolicy, elapsed: float, output: Output
 ) -> dict[str, Any]:
     summary = stats.as_dict(elapsed)
     summary["results"] = output.shown

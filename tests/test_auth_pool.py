@@ -8,7 +8,7 @@ from batchrunner.config.settings import Settings
 from batchrunner.errors import EXIT_AUTH, ApiFailure, AuthError
 from batchrunner.records import Api, Reply, Request, RowResult, Usage
 from batchrunner.report.summary import RunStats
-from batchrunner.send.pool import Pool
+from batchrunner.send.pool import Pool, online_pool
 
 
 def unauthorized() -> ApiFailure:
@@ -62,7 +62,7 @@ async def run_rows(
         return None
 
     settings = Settings(deployment="d", concurrency=1)
-    pool = Pool(
+    pool = online_pool(
         completer,
         settings,
         write=write,

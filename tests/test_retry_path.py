@@ -16,7 +16,7 @@ from batchrunner.config.settings import Settings
 from batchrunner.errors import ApiFailure
 from batchrunner.records import Api, Reply, Request, RowResult, Usage
 from batchrunner.report.summary import RunStats
-from batchrunner.send.pool import Pool
+from batchrunner.send.pool import online_pool
 
 OK = "ok"
 
@@ -78,7 +78,7 @@ async def _run(
         results.extend(batch)
 
     stats = RunStats()
-    pool = Pool(completer, settings, write=write, stats=stats, sleep=_no_wait)
+    pool = online_pool(completer, settings, write=write, stats=stats, sleep=_no_wait)
     request = Request(
         row_id="r1", api=Api.CHAT, body={}, prompt_tokens=0, charged_tokens=0
     )
@@ -148,7 +148,7 @@ async def test_a_stop_cuts_a_retry_wait_short_and_abandons_the_row() -> None:
     async def wait_for_ever(seconds: float) -> None:
         await anyio.sleep_forever()
 
-    pool = Pool(
+    pool = online_pool(
         completer, settings, write=results.extend, stats=RunStats(), sleep=wait_for_ever
     )
     request = Request(

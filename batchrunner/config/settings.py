@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from batchrunner.config.groups import PacingSettings, RetrySettings, StopSettings
 from batchrunner.config.values import FailureLimit, parse_failure_limit
 from batchrunner.errors import ConfigError
 from batchrunner.records import Api
@@ -197,6 +198,33 @@ class Settings:
         if not matches:
             return None
         return self.prices[max(matches, key=len)]
+
+    @property
+    def pacing(self) -> PacingSettings:
+        """What the pacer and the pool take."""
+        return PacingSettings(rpm=self.rpm, tpm=self.tpm, concurrency=self.concurrency)
+
+    @property
+    def retries(self) -> RetrySettings:
+        """What the row sender's retries take."""
+        return RetrySettings(
+            max_attempts=self.max_attempts,
+            max_backoff=self.max_backoff,
+            max_retry_wait=self.max_retry_wait,
+        )
+
+    @property
+    def stops(self) -> StopSettings:
+        """What the stop policy takes."""
+        return StopSettings(
+            max_cost=self.max_cost,
+            max_failures=self.max_failures,
+            deadline=self.deadline,
+            grace_seconds=self.grace_seconds,
+            timeout=self.timeout,
+            deployment=self.deployment,
+            price=self.price_for(None),
+        )
 
 
 # --- parsing of single values -------------------------------------------------

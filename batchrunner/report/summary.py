@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,10 @@ class RunStats:
     #: Estimated spend of the rows earlier runs recorded in the same output
     #: (read only under ``--max-cost``: None when not read).
     cost_before: float | None = None
+    #: The (input, output) price per million tokens of a model, for the cost.
+    price_for: Callable[[str | None], tuple[float, float] | None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def spent(self) -> float:
@@ -86,7 +91,7 @@ class RunStats:
         """Count one retry scheduled."""
         self.retries += 1
 
-    def add(self, result: RowResult, settings: Settings) -> None:
+    def add(self, result: RowResult, settings: Settings | None = None) -> None:
         """Fold one finished row into the counters."""
         if result.status == "ok" and result.reply is not None:
             self.rows_ok += 1
@@ -116,9 +121,10 @@ class RunStats:
         else:
             self.rows_shared += 1
 
-    def _add_cost(self, result: RowResult, settings: Settings) -> None:
+    def _add_cost(self, result: RowResult, settings: Settings | None) -> None:
         assert result.reply is not None
-        price = settings.price_for(result.reply.model)
+        price_for = settings.price_for if settings is not None else self.price_for
+        price = price_for(result.reply.model) if price_for is not None else None
         if price is None:
             self.cost_known = False
             return

@@ -1,0 +1,49 @@
+"""
+The settings each stage takes: small frozen groups cut from the run's settings
+(``Settings.pacing``, ``.retries``, ``.stops``), so a stage sees only what it
+uses and a test builds only that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batchrunner.config.values import FailureLimit
+
+
+@dataclass(frozen=True, slots=True)
+class PacingSettings:
+    """How fast to send: the quota given (None: learned) and requests in flight."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    """How often a row is tried, and how long it may wait between tries."""
+
+    max_attempts: int = 6
+    #: Upper bound of one exponential back-off wait, in seconds.
+    max_backoff: float = 30.0
+    #: The longest wait the service may ask for before the run stops (exit 75).
+    max_retry_wait: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class StopSettings:
+    """Where a run stops: ``--max-cost``, ``--max-failures``, ``--deadline``."""
+
+    max_cost: float | None = None
+    max_failures: FailureLimit | None = None
+    #: Seconds of wall time from the start of the run.
+    deadline: float | None = None
+    #: Seconds in-flight rows get to finish after a signal.
+    grace_seconds: float = 30.0
+    #: The per-request timeout: the deadline stops intake this much early.
+    timeout: float = 60.0
+    #: Named in the message of a 404.
+    deployment: str | None = None
+    #: (prompt, completion) US dollars per million tokens; None: no price known.
+    price: tuple[float, float] | None = None

@@ -1,0 +1,22 @@
+"""
+A route: where a request goes and how fast — one deployment's client, its
+pacer and the label its records carry. A run has one route per deployment, so
+each deployment keeps its own pacing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batchrunner.azure.client import Completer
+from batchrunner.send.pacer import Pacer
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One deployment as the row sender sees it."""
+
+    client: Completer
+    pacer: Pacer
+    #: The deployment's name in records, logs and the summary.
+    label: str

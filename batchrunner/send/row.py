@@ -1,0 +1,284 @@
+"""
+One row, from request to result: pace → send → retry.
+
+    request ─▶ hooks.before ─▶ pacer ─▶ client ─┬─▶ answer ─▶ hooks.after ─▶ result
+                                                 └─▶ failure ─▶ retry policy ─┘
+
+A 429 pauses the route's pacer for as long as the service asked (or stops the
+run when that is longer than allowed); a 401 under token auth gets one new
+token and another try; a 401/403 after that stops the run. Rows a stop leaves
+unsent or abandons come back as None: they get no record, so a re-run sends them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import anyio
+from tenacity import RetryCallState
+
+from batchrunner.config.groups import RetrySettings
+from batchrunner.errors import EXIT_AUTH, EXIT_TEMPFAIL, ApiFailure, AuthError
+from batchrunner.records import ErrorInfo, Reply, Request, RowResult, answered
+from batchrunner.report.summary import RunStats, error_kind
+from batchrunner.send.pacer import QuotaExceeded
+from batchrunner.send.retry import RetryPolicy, retrying
+from batchrunner.send.route import Route
+from batchrunner.send.stops import StopPolicy
+
+log = logging.getLogger("batchrunner")
+
+
+class _Abandoned(Exception):
+    """A row left unsent because the run is stopping (it gets no record)."""
+
+
+class RowHooks(Protocol):
+    """What a run does around each row (see ``batchrunner.send.hooks``)."""
+
+    async def before(self, request: Request) -> RowResult | None:
+        """A result that needs no request (e.g. a cached answer), or None to send."""
+
+    def after(self, request: Request, result: RowResult | None) -> RowResult | None:
+        """*result* (None: abandoned) as it is to be recorded; called in any case."""
+
+
+class RowSender:
+    """Takes one request at a time to a result over *route*."""
+
+    def __init__(
+        self,
+        route: Route,
+        retries: RetrySettings,
+        control: StopPolicy,
+        stats: RunStats,
+        *,
+        hooks: RowHooks | None = None,
+        on_unauthorized: Callable[[], Awaitable[bool]] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.route = route
+        self.retries = retries
+        self.policy = RetryPolicy(
+            max_attempts=retries.max_attempts, max_backoff=retries.max_backoff
+        )
+        self.control = control
+        self.stats = stats
+        self.hooks = hooks
+        #: With token auth: called on a 401; True when a new token is in place.
+        self.on_unauthorized = on_unauthorized
+        #: Rows that already got a new token after a 401: a second one stops the run.
+        self._refreshed_rows: set[str] = set()
+        self._sleep = sleep
+        self._clock = clock
+        # Made on first use: an anyio Event needs a running event loop.
+        self._stopped: anyio.Event | None = None
+        control.on_stop.append(self._wake_sleepers)
+
+    def _wake_sleepers(self) -> None:
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def send(self, request: Request) -> RowResult | None:
+        """The result of *request*, or None when a stop abandoned it."""
+        try:
+            hooks = self.hooks
+            if hooks is None:
+                return await self._process(request)
+            result: RowResult | None = None
+            try:
+                # A reused answer skips the pacer as well: nothing is sent for it.
+                result = await hooks.before(request)
+                if result is None:
+                    result = await self._process(request)
+            finally:
+                result = hooks.after(request, result)
+            return result
+        finally:
+            self._refreshed_rows.discard(request.row_id)
+
+    async def _process(self, request: Request) -> RowResult | None:
+        # Most rows succeed at once: the retrier is built only after a failure.
+        try:
+            await self._wait_turn(request)
+            reply = await self._attempt(request)
+        except _Abandoned:
+            return None
+        except QuotaExceeded as exceeded:  # nothing was sent
+            return error_result(request, over_quota(exceeded), attempts=0)
+        except ApiFailure as failure:
+            return await self._retry(request, failure)
+        return answered(request, reply, attempts=1)
+
+    async def _retry(self, request: Request, first: ApiFailure) -> RowResult | None:
+        """
+        Go on after the first attempt failed with *first*. The retrier is handed
+        that failure as its own first attempt, so its decisions, waits and attempt
+        numbers are those of a retrier that had sent it.
+        """
+        attempts = 1
+        replay: ApiFailure | None = first
+        retrier = retrying(
+            self.policy, before_sleep=self._before_sleep, sleep=self._retry_sleep
+        )
+        try:
+            async for attempt in retrier:
+                with attempt:
+                    if replay is not None:
+                        failure, replay = replay, None
+                        raise failure
+                    await self._wait_turn(request)
+                    attempts += 1
+                    reply = await self._attempt(request)
+        except _Abandoned:
+            return None
+        except QuotaExceeded as exceeded:
+            return error_result(request, over_quota(exceeded), attempts)
+        except ApiFailure as failure:
+            return error_result(request, failure, attempts)
+        return answered(request, reply, attempts)
+
+    async def _wait_turn(self, request: Request) -> None:
+        if self.control.stopping:
+            raise _Abandoned
+        await self.route.pacer.acquire(request.charged_tokens)
+        if self.control.stopping:
+            raise _Abandoned
+
+    async def _attempt(self, request: Request) -> Reply:
+        """One request on the wire; a failure comes back as it is to be retried."""
+        pacer = self.route.pacer
+        sent_at = self._clock()
+        try:
+            reply = await self.route.client.complete(request)
+        except ApiFailure as failure:
+            self.stats.note_attempt(failure)
+            pacer.observe(failure.limits)
+            renewed = await self._token_replaced(request, failure)
+            if renewed is not None:
+                raise renewed from failure
+            self._on_failure(failure, sent_at)
+            raise
+        except AuthError as exc:  # the token provider has no token to give
+            self.control.stop(str(exc), EXIT_AUTH)
+            raise _Abandoned from exc
+        self.stats.note_attempt(None)
+        pacer.observe(reply.limits, request.charged_tokens)
+        return reply
+
+    async def _token_replaced(
+        self, request: Request, failure: ApiFailure
+    ) -> ApiFailure | None:
+        """
+        After a row's first 401 under token auth: a new token, and the failure
+        as one worth another try (None: no new token, the 401 stands).
+        """
+        if failure.status_code != 401 or self.on_unauthorized is None:
+            return None
+        if request.row_id in self._refreshed_rows:
+            return None
+        self._refreshed_rows.add(request.row_id)
+        if not await self.on_unauthorized():
+            return None
+        return failure.but_retryable()
+
+    def _on_failure(self, failure: ApiFailure, sent_at: float) -> None:
+        if failure.status_code == 429:
+            wait = failure.retry_after or 1.0
+            most = self.retries.max_retry_wait
+            if wait > most:
+                when = time.strftime(
+                    "%Y-%m-%d %H:%M UTC", time.gmtime(time.time() + wait)
+                )
+                self.control.stop(
+                    f"the service asked to wait {wait:,.0f} s, longer than"
+                    f" max_retry_wait ({most:.0f} s): the deployment's quota is"
+                    f" exhausted. Re-run after {when} to go on",
+                    EXIT_TEMPFAIL,
+                )
+                raise _Abandoned from failure
+            # Everybody waits, so one throttled answer does not become a hundred.
+            self.route.pacer.throttled(wait, sent_at)
+        elif failure.status_code in (401, 403):
+            self.control.stop(
+                f"the service refused our credentials ({failure.status_code}:"
+                f" {failure.message}); check the key or the identity's role",
+                EXIT_AUTH,
+            )
+
+    async def _retry_sleep(self, seconds: float) -> None:
+        """
+        The wait before a retry, cut short when the run stops: the row is then
+        abandoned (no record; a re-run sends it) rather than holding up the
+        stop for as long as the service asked to wait.
+        """
+        if self._stopped is None:
+            self._stopped = anyio.Event()
+        stopped = self._stopped
+        if not self.control.stopping:
+            async with anyio.create_task_group() as race:
+
+                async def until_stopped() -> None:
+                    await stopped.wait()
+                    race.cancel_scope.cancel()
+
+                race.start_soon(until_stopped)
+                await self._sleep(seconds)
+                race.cancel_scope.cancel()
+        if self.control.stopping:
+            raise _Abandoned
+
+    async def _before_sleep(self, state: RetryCallState) -> None:
+        self.stats.note_retry()
+        outcome = state.outcome
+        failure = outcome.exception() if outcome is not None else None
+        if isinstance(failure, ApiFailure) and log.isEnabledFor(logging.INFO):
+            wait = state.upcoming_sleep
+            log.info(
+                "retrying in %.2fs after %s: %s",
+                wait,
+                error_kind(failure.status_code, failure.code, failure.kind),
+                failure.message,
+                extra={
+                    "event": "retry",
+                    "attempt": state.attempt_number,
+                    "wait_s": round(wait, 3),
+                    "status_code": failure.status_code,
+                },
+            )
+
+
+def over_quota(exceeded: QuotaExceeded) -> ApiFailure:
+    """The failure of a row charged more tokens than a whole minute's quota."""
+    return ApiFailure(
+        kind="OverQuota",
+        message=(
+            f"this row is charged {exceeded.tokens:,} tokens (prompt + max_tokens ×"
+            f" n) but the deployment's quota is {exceeded.limit:,.0f} tokens a"
+            " minute, so it can never be sent: lower max_tokens or n, shorten the"
+            " prompt, or raise the quota (--tpm)"
+        ),
+    )
+
+
+def error_result(request: Request, failure: ApiFailure, attempts: int) -> RowResult:
+    """The record of a row that ended in *failure* after *attempts* requests."""
+    return RowResult(
+        id=request.row_id,
+        status="error",
+        reply=None,
+        error=ErrorInfo(
+            type=failure.kind,
+            status_code=failure.status_code,
+            code=failure.code,
+            message=failure.message,
+        ),
+        attempts=attempts,
+        latency_ms=failure.latency_ms,
+        request_id=failure.request_id,
+        passthrough=request.passthrough,
+    )

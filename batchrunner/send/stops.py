@@ -1,0 +1,204 @@
+"""
+The stop policy: whether the run goes on taking rows, and if not, why and with
+which exit code.
+
+A run stops taking rows on a signal, near its deadline, before the spend cap
+would be passed, after a streak of rows failing the same way, or past the
+failure budget. Rows already in flight finish (within the grace period); rows
+a stop leaves unsent get no record, so a re-run sends them.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+
+from batchrunner.config.groups import StopSettings
+from batchrunner.errors import (
+    EXIT_ROWS_FAILED,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_TEMPFAIL,
+)
+from batchrunner.records import Request, RowResult
+from batchrunner.report.summary import RunStats, error_kind
+
+log = logging.getLogger("batchrunner")
+
+#: Consecutive rows failing the same way before the run gives up on the file.
+FAILURE_STREAK_LIMIT = 10
+
+
+def row_cost(request: Request, price: tuple[float, float] | None) -> float:
+    """The most *request* can cost: its prompt plus its completion bound."""
+    if price is None:
+        return 0.0
+    body = request.body
+    bound = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    completion = int(bound) * int(body.get("n") or 1)
+    return (request.prompt_tokens * price[0] + completion * price[1]) / 1e6
+
+
+@dataclass
+class StopPolicy:
+    """Whether the run is stopping, why, and with which exit code."""
+
+    settings: StopSettings = field(default_factory=StopSettings)
+    reason: str | None = None
+    exit_code: int | None = None
+    #: Called once, when the run is first asked to stop.
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
+    _reserved_cost: float = 0.0
+    _streak: tuple[tuple[int | None, str | None], int] = ((None, None), 0)
+
+    @property
+    def stopping(self) -> bool:
+        """True once anything asked the run to stop taking rows."""
+        return self.reason is not None
+
+    def stop(self, reason: str, exit_code: int) -> None:
+        """Ask the run to stop; the first reason given is kept."""
+        if self.reason is None:
+            self.reason = reason
+            self.exit_code = exit_code
+            log.warning("stopping: %s", reason, extra={"event": "stopping"})
+            for listener in self.on_stop:
+                listener()
+
+    # --- the spend cap ---------------------------------------------------------
+
+    def admit(self, request: Request, stats: RunStats) -> bool:
+        """
+        Whether *request* may start: the run is not stopping, and what has been
+        spent, what rows in flight may still cost and this row's most together
+        stay within the cap. Asked when a worker is free, so in-flight rows have
+        settled as far as they can.
+        """
+        if self.stopping:
+            return False
+        cap = self.settings.max_cost
+        if cap is None:
+            return True
+        cost = row_cost(request, self.settings.price)
+        if stats.spent + self._reserved_cost + cost > cap:
+            self.stop(
+                f"the spend cap of {cap} would be passed (spent about"
+                f" {stats.spent:.4f}); raise --max-cost or re-run later to go on",
+                EXIT_TEMPFAIL,
+            )
+            return False
+        return True
+
+    def reserve(self, request: Request) -> float:
+        """Count *request*'s most against the cap while it is in flight."""
+        cost = row_cost(request, self.settings.price)
+        self._reserved_cost += cost
+        return cost
+
+    def release(self, cost: float) -> None:
+        """A row that *reserve* counted has settled (its spend is in the stats)."""
+        self._reserved_cost -= cost
+
+    # --- failures ----------------------------------------------------------------
+
+    def note(self, result: RowResult, stats: RunStats) -> None:
+        """Look at a recorded *result*: a failure streak or budget stops the run."""
+        self._watch_streak(result)
+        self._watch_budget(result, stats)
+
+    def _watch_streak(self, result: RowResult) -> None:
+        error = result.error
+        if result.status == "ok" or error is None:
+            self._streak = ((None, None), 0)
+            return
+        if error.status_code == 404:
+            self.stop(
+                f"the deployment {self.settings.deployment!r} was not found"
+                f" ({error.code}): check --deployment and the endpoint",
+                EXIT_ROWS_FAILED,
+            )
+            return
+        if error.code == "content_filter":
+            return  # a property of the row, not of the run
+        signature = (error.status_code, error.code)
+        count = self._streak[1] + 1 if self._streak[0] == signature else 1
+        self._streak = (signature, count)
+        if count >= FAILURE_STREAK_LIMIT:
+            kind = error_kind(error.status_code, error.code, error.type)
+            self.stop(
+                f"the last {count} rows all failed the same way ({kind}:"
+                f" {error.message}); stopping rather than burning through the"
+                " file. Fix the cause and re-run: finished rows are kept",
+                EXIT_ROWS_FAILED,
+            )
+
+    def _watch_budget(self, result: RowResult, stats: RunStats) -> None:
+        limit = self.settings.max_failures
+        if result.status == "ok" or limit is None:
+            return
+        allowed = limit.allowed(stats.rows_planned)
+        if stats.rows_failed > allowed:
+            self.stop(
+                f"{stats.rows_failed} rows failed, more than --max-failures"
+                f" {limit} allows ({allowed}); fix the cause and re-run: finished"
+                " rows are kept and failed ones are tried again",
+                EXIT_ROWS_FAILED,
+            )
+
+    # --- signals and the deadline -------------------------------------------------
+
+    async def watch_signals(self, work: anyio.CancelScope) -> None:
+        """
+        SIGINT/SIGTERM: stop taking rows and give in-flight ones the grace
+        period; a second signal abandons them at once (cancels *work*).
+        """
+        names = {
+            signal.SIGINT: ("SIGINT", EXIT_SIGINT),
+            signal.SIGTERM: ("SIGTERM", EXIT_SIGTERM),
+        }
+        grace = self.settings.grace_seconds
+        with anyio.open_signal_receiver(*names) as signals:
+            async for signum in signals:
+                name, code = names[signal.Signals(signum)]
+                if self.stopping and self.exit_code in (EXIT_SIGINT, EXIT_SIGTERM):
+                    log.warning("second %s: abandoning in-flight rows", name)
+                    work.cancel()
+                    continue
+                self.stop(
+                    f"{name} received; finishing in-flight rows (up to"
+                    f" {grace:.0f} s)",
+                    code,
+                )
+                # A signal outranks an earlier stop reason for the exit code.
+                self.exit_code = code
+                cancel_after(work, grace)
+
+    async def watch_deadline(
+        self,
+        work: anyio.CancelScope,
+        started: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        """Stop intake early enough for in-flight rows to finish by the deadline."""
+        deadline = self.settings.deadline
+        if deadline is None:
+            return
+        margin = min(self.settings.timeout, deadline / 10)
+        left = deadline - (clock() - started)
+        await sleep(max(0.0, left - margin))
+        self.stop(
+            f"the deadline of {deadline:.0f} s is near; re-run to go on", EXIT_TEMPFAIL
+        )
+        cancel_after(work, max(0.0, margin))
+
+
+def cancel_after(scope: anyio.CancelScope, seconds: float) -> None:
+    """Cancel *scope* in *seconds* at the latest (an earlier deadline stays)."""
+    scope.deadline = min(scope.deadline, anyio.current_time() + seconds)
