@@ -11,14 +11,17 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from batchrunner import __version__
 from batchrunner.config.settings import build_settings, environment, find_config
-from batchrunner.errors import BatchrunnerError
+from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, BatchrunnerError
 from batchrunner.prepare.structured import with_schema
 from batchrunner.report.console import Parser, json_requested, report
 from batchrunner.report.logs import Redactor, configure_logging, wants_json
+
+if TYPE_CHECKING:
+    from batchrunner.job import Outcome
 
 log = logging.getLogger("batchrunner")
 
@@ -262,6 +265,17 @@ def flags_from(args: argparse.Namespace) -> dict[str, Any]:
     return flags
 
 
+def exit_status(outcome: Outcome) -> int:
+    """
+    The process's exit status for *outcome* (the contract's table): a stop's
+    kind decides (75 resumable, 130/143 signals, 3 auth, 1 gave up); else 1 when
+    rows failed, 0 when every row is ok.
+    """
+    if outcome.stopped is not None:
+        return outcome.stopped.exit_code
+    return EXIT_ROWS_FAILED if outcome.rows_failed else EXIT_OK
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the command with *argv*; return its exit code."""
     from batchrunner.job import run_job
@@ -290,7 +304,10 @@ def run(argv: Sequence[str] | None = None) -> int:
 
             print(show_config(settings, args.input))
             return 0
-        return run_job(args.input, settings, redactor=redactor, json_lines=json_lines)
+        outcome = run_job(
+            args.input, settings, redactor=redactor, json_lines=json_lines
+        )
+        return exit_status(outcome)
     except BatchrunnerError as exc:
         report(exc, redactor, json_lines=parser.json_errors)
         return exc.exit_code

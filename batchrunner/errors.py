@@ -1,15 +1,25 @@
 """
-The exceptions batchrunner raises, and the exit code each one maps to.
+The exceptions batchrunner raises, and the exit code each kind stands for.
 
 * BatchrunnerError
   + UsageError (exit 2): bad command line, settings or input; nothing was sent
     - ConfigError: a setting is wrong
     - InputError: an input row is wrong (carries path, line, column)
+      · CellError: one cell of a row is wrong (the validator finds its column)
+    - OutputBusy: another live run is writing this output
   + AuthError (exit 3): no credential works, or the service said 401/403
-  + ApiFailure: one request failed; the pool decides whether to retry it
-  + RunStopped: the run stopped early; carries its exit code
+  + ApiFailure: one request failed; the row sender decides whether to retry it
+  + QuotaExceeded: one row is charged more than a whole minute's quota
+  + RunStopped: the run stopped taking rows before the end of its input
+    - Resumable (exit 75): for a reason a later run clears (deadline, spend cap,
+      a quota wait longer than allowed, results storage out of reach)
+    - Interrupted (exit 130 / 143): SIGINT / SIGTERM
+    - GaveUp (exit 1): rows kept failing (a streak, the failure budget, no such
+      deployment), so going on would only burn through the file
 
-Only ``cli.py`` turns these into messages and exit codes.
+Code that stops a run raises (or hands the stop policy) one of these; nothing
+below the command line picks an exit code, and only ``cli.py`` turns them into
+messages and the process's exit status.
 """
 
 from __future__ import annotations
@@ -125,12 +135,42 @@ class ApiFailure(BatchrunnerError):
         )
 
 
-class RunStopped(BatchrunnerError):
-    """The run stopped before its end for a reason the message gives."""
+class QuotaExceeded(BatchrunnerError):
+    """A request charged more than the deployment's whole per-minute quota."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, tokens: int, limit: float) -> None:
+        super().__init__(f"{tokens} tokens over a quota of {limit:.0f} a minute")
+        self.tokens = tokens
+        self.limit = limit
+
+
+class RunStopped(BatchrunnerError):
+    """The run stopped taking rows before its end, for the reason in the message."""
+
+
+class Resumable(RunStopped):
+    """Stopped for a reason a later run clears; results are flushed (exit 75)."""
+
+    exit_code = EXIT_TEMPFAIL
+
+
+class GaveUp(RunStopped):
+    """Rows kept failing, so the run stopped rather than burn the file (exit 1)."""
+
+    exit_code = EXIT_ROWS_FAILED
+
+
+class Interrupted(RunStopped):
+    """SIGINT or SIGTERM: in-flight rows finished or abandoned (exit 130 / 143)."""
+
+    def __init__(self, message: str, *, signal_name: str) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.signal_name = signal_name
+        self.exit_code = EXIT_SIGTERM if signal_name == "SIGTERM" else EXIT_SIGINT
+
+
+class OutputBusy(UsageError):
+    """Another live run is writing this output (exit 2, nothing sent)."""
 
 
 class CellError(InputError):

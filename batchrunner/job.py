@@ -34,7 +34,7 @@ from batchrunner.config.settings import (
     environment,
     with_overrides,
 )
-from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, ConfigError
+from batchrunner.errors import AuthError, ConfigError, RunStopped
 from batchrunner.prepare.builder import RequestBuilder
 from batchrunner.prepare.estimate import estimate, report
 from batchrunner.prepare.plan import select
@@ -96,10 +96,18 @@ def open_source(
         spooled.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended: rows recorded as failed, and why it stopped early, if it did."""
+
+    rows_failed: int = 0
+    stopped: RunStopped | AuthError | None = None
+
+
 def run_job(
     input_arg: str, settings: Settings, *, redactor: Redactor, json_lines: bool
-) -> int:
-    """Run the job on *input_arg* with *settings*; return the exit code."""
+) -> Outcome:
+    """Run the job on *input_arg* with *settings*; return how it ended."""
     environ = environment()
     for secret in storage_secrets(environ):
         redactor.add(secret)
@@ -123,7 +131,7 @@ def run_job(
 
         held = hold_output(input_arg, settings, plan, environ, rows_left)
         if held is None:
-            return EXIT_OK  # every shard finished or held by another run
+            return Outcome()  # every shard finished or held by another run
         out, settings = held
         RUN_CONTEXT.bind(shard=shard_label(plan, settings.shard))
         try:
@@ -222,7 +230,7 @@ def _dry_run(
     settings: Settings,
     done: AbstractSet[str],
     shown: str,
-) -> int:
+) -> Outcome:
     cache = open_cache(settings, create=False)
     cached = cache.has_answer if cache is not None else None
     figures = estimate(_planned_requests(source, settings, done), settings, cached)
@@ -231,7 +239,7 @@ def _dry_run(
     # (nothing but JSON lines) leaves it to the estimate event.
     if settings.log_format != "json":
         print(lines)
-    return EXIT_OK
+    return Outcome()
 
 
 # --- sending ---------------------------------------------------------------------
@@ -266,7 +274,7 @@ def _send(
     redactor: Redactor,
     json_lines: bool,
     hooks: RunHooks | None = None,
-) -> int:
+) -> Outcome:
     state = read_state(output.path)
     planned, skipped = _count_plan(source, settings, state.done_ids, rows)
     _counter_for(settings)  # load the tokenizer now, not on the first row's clock
@@ -291,9 +299,8 @@ def _send(
         )
     summary = _finish(stats, control, time.monotonic() - started, output)
     print_summary(summary, json_lines=json_lines)
-    if control.exit_code is not None:
-        return control.exit_code
-    return EXIT_ROWS_FAILED if stats.rows_failed else EXIT_OK
+    stopped = control.interrupted or control.cause
+    return Outcome(rows_failed=stats.rows_failed, stopped=stopped)
 
 
 async def _run_pool(

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from batchrunner.cli import run
-from batchrunner.results.lock import FileLock, OutputBusy
+from batchrunner.errors import OutputBusy
+from batchrunner.results.lock import FileLock
 from batchrunner.simulator import SimulatorServer
 from tests.conftest import PYTHON, child_env
 from tests.test_kill import ROWS, make_input, ok_ids, prompt_id, wait_for_records

@@ -11,7 +11,7 @@ from batchrunner.azure.headers import (
     parse_retry_after,
 )
 from batchrunner.config.settings import Settings
-from batchrunner.errors import ApiFailure
+from batchrunner.errors import ApiFailure, QuotaExceeded
 from batchrunner.prepare.plan import select, shard_of
 from batchrunner.records import RateLimits, Reply, Row, RowResult, Usage
 from batchrunner.report.summary import RunStats, percentile
@@ -22,7 +22,6 @@ from batchrunner.send.pacer import (
     SLOW_START_DOUBLINGS_PER_SECOND,
     SLOW_START_RATE,
     Pacer,
-    QuotaExceeded,
 )
 from batchrunner.send.retry import (
     RetryPolicy,

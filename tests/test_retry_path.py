@@ -13,7 +13,7 @@ import anyio.lowlevel
 import pytest
 
 from batchrunner.config.settings import Settings
-from batchrunner.errors import ApiFailure
+from batchrunner.errors import ApiFailure, GaveUp
 from batchrunner.records import Api, Reply, Request, RowResult, Usage
 from batchrunner.report.summary import RunStats
 from batchrunner.send.pool import online_pool
@@ -159,6 +159,6 @@ async def test_a_stop_cuts_a_retry_wait_short_and_abandons_the_row() -> None:
             tg.start_soon(pool.run, [request])
             await anyio.wait_all_tasks_blocked()
             assert completer.sent == 1  # sent, failed, now waiting to retry
-            pool.control.stop("stopping for the test", 1)
+            pool.control.stop(GaveUp("stopping for the test"))
     assert results == []
     assert completer.sent == 1

@@ -35,7 +35,7 @@ from batchrunner.config.locations import (
     is_blob_url,
     parse_blob_url,
 )
-from batchrunner.errors import EXIT_TEMPFAIL, AuthError, RunStopped, UsageError
+from batchrunner.errors import AuthError, Resumable, UsageError
 
 #: Re-exported: every blob user finds the URL helpers here too.
 __all__ = ["SCHEMES", "BlobLocation", "is_blob_url", "parse_blob_url"]
@@ -154,10 +154,10 @@ def storage_errors(what: str) -> Iterator[None]:
             raise AuthError(msg) from None
         status = f"{exc.status_code} {_code(exc)}"
         msg = f"{what}: storage failed ({status}); re-run to go on"
-        raise RunStopped(msg, EXIT_TEMPFAIL) from None
+        raise Resumable(msg) from None
     except (ServiceRequestError, ServiceResponseError) as exc:
         msg = f"{what}: cannot reach storage ({_first_line(exc)}); re-run to go on"
-        raise RunStopped(msg, EXIT_TEMPFAIL) from None
+        raise Resumable(msg) from None
 
 
 def _code(exc: HttpResponseError) -> str:

@@ -13,10 +13,9 @@ from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from batchrunner.config.settings import Settings, with_overrides
-from batchrunner.errors import ConfigError
+from batchrunner.errors import ConfigError, OutputBusy
 from batchrunner.prepare.shards import ShardPlan, shard_output
 from batchrunner.results.destination import Output, open_output, peek
-from batchrunner.results.lock import OutputBusy
 from batchrunner.results.resume import read_state
 
 log = logging.getLogger("batchrunner")

@@ -29,7 +29,7 @@ from batchrunner.azure.blob import (
     storage_errors,
     upload_file,
 )
-from batchrunner.errors import EXIT_TEMPFAIL, RunStopped
+from batchrunner.errors import Resumable
 from batchrunner.results.lock import FileLock
 from batchrunner.results.mirror import BlobMirror, release, take_lease
 from batchrunner.results.sinks import (
@@ -203,11 +203,11 @@ def _copy(source: BlobClient, target: BlobClient) -> None:
     while (copy := target.get_blob_properties().copy).status == "pending":
         if time.monotonic() > deadline:
             msg = f"copying {source.blob_name} aside took too long; try again"
-            raise RunStopped(msg, EXIT_TEMPFAIL)
+            raise Resumable(msg)
         time.sleep(0.5)  # Storage has no way to wait for a copy but asking
     if copy.status not in (None, "success"):
         msg = f"copying {source.blob_name} aside failed ({copy.status_description})"
-        raise RunStopped(msg, EXIT_TEMPFAIL)
+        raise Resumable(msg)
 
 
 def _fetch(client: BlobClient, path: Path, lease: BlobLeaseClient | None) -> int:

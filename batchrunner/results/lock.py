@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
-from batchrunner.errors import UsageError
+from batchrunner.errors import OutputBusy
 
 if sys.platform != "win32":
     import fcntl
@@ -22,10 +22,6 @@ if sys.platform != "win32":
 log = logging.getLogger("batchrunner.results.sinks")
 
 _HELD: dict[str, BinaryIO] = {}
-
-
-class OutputBusy(UsageError):
-    """Another live run is writing this output (exit 2, nothing sent)."""
 
 
 def held(path: Path) -> bool:

@@ -25,8 +25,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.blob import BlobClient, BlobLeaseClient, BlobType
 
 from batchrunner.azure.blob import read_chunks, storage_errors
-from batchrunner.errors import EXIT_TEMPFAIL, RunStopped, UsageError
-from batchrunner.results.lock import OutputBusy
+from batchrunner.errors import OutputBusy, Resumable, UsageError
 
 log = logging.getLogger("batchrunner.azure.blob")
 
@@ -131,7 +130,7 @@ class BlobMirror:
                 f"{self.shown}: results could not be stored ({self._failure});"
                 " rows not stored are sent again by the next run"
             )
-            raise RunStopped(msg, EXIT_TEMPFAIL)
+            raise Resumable(msg)
 
     # --- the appending thread -----------------------------------------------------
 

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from batchrunner.errors import QuotaExceeded
 from batchrunner.records import RateLimits
 
 #: Pace a little under the budget: the service's window and ours never line up
@@ -109,15 +110,6 @@ class _Rate:
             self.next_free = start + cost / self.current
         else:
             self._unbooked.append((start, cost))
-
-
-class QuotaExceeded(Exception):
-    """A request charged more than the deployment's whole per-minute quota."""
-
-    def __init__(self, tokens: int, limit: float) -> None:
-        super().__init__(f"{tokens} tokens over a quota of {limit:.0f} a minute")
-        self.tokens = tokens
-        self.limit = limit
 
 
 class Pacer:

@@ -173,7 +173,7 @@ class Pool:
                 try:
                     self.write(batch)
                 except RunStopped as exc:  # the results storage failed: resumable
-                    self.control.stop(str(exc), exc.exit_code)
+                    self.control.stop(exc)
                 for result in batch:
                     self.stats.add(result)
                     self.control.note(result, self.stats)

@@ -21,10 +21,14 @@ import anyio
 from tenacity import RetryCallState
 
 from batchrunner.config.groups import RetrySettings
-from batchrunner.errors import EXIT_AUTH, EXIT_TEMPFAIL, ApiFailure, AuthError
+from batchrunner.errors import (
+    ApiFailure,
+    AuthError,
+    QuotaExceeded,
+    Resumable,
+)
 from batchrunner.records import ErrorInfo, Reply, Request, RowResult, answered
 from batchrunner.report.summary import RunStats, error_kind
-from batchrunner.send.pacer import QuotaExceeded
 from batchrunner.send.retry import RetryPolicy, retrying
 from batchrunner.send.route import Route
 from batchrunner.send.stops import StopPolicy
@@ -164,7 +168,7 @@ class RowSender:
             self._on_failure(failure, sent_at)
             raise
         except AuthError as exc:  # the token provider has no token to give
-            self.control.stop(str(exc), EXIT_AUTH)
+            self.control.stop(exc)
             raise _Abandoned from exc
         self.stats.note_attempt(None)
         pacer.observe(reply.limits, request.charged_tokens)
@@ -195,19 +199,21 @@ class RowSender:
                     "%Y-%m-%d %H:%M UTC", time.gmtime(time.time() + wait)
                 )
                 self.control.stop(
-                    f"the service asked to wait {wait:,.0f} s, longer than"
-                    f" max_retry_wait ({most:.0f} s): the deployment's quota is"
-                    f" exhausted. Re-run after {when} to go on",
-                    EXIT_TEMPFAIL,
+                    Resumable(
+                        f"the service asked to wait {wait:,.0f} s, longer than"
+                        f" max_retry_wait ({most:.0f} s): the deployment's quota is"
+                        f" exhausted. Re-run after {when} to go on"
+                    )
                 )
                 raise _Abandoned from failure
             # Everybody waits, so one throttled answer does not become a hundred.
             self.route.pacer.throttled(wait, sent_at)
         elif failure.status_code in (401, 403):
             self.control.stop(
-                f"the service refused our credentials ({failure.status_code}:"
-                f" {failure.message}); check the key or the identity's role",
-                EXIT_AUTH,
+                AuthError(
+                    f"the service refused our credentials ({failure.status_code}:"
+                    f" {failure.message}); check the key or the identity's role"
+                )
             )
 
     async def _retry_sleep(self, seconds: float) -> None:

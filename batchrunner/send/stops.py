@@ -19,12 +19,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from batchrunner.config.groups import StopSettings
-from batchrunner.errors import (
-    EXIT_ROWS_FAILED,
-    EXIT_SIGINT,
-    EXIT_SIGTERM,
-    EXIT_TEMPFAIL,
-)
+from batchrunner.errors import AuthError, GaveUp, Interrupted, Resumable, RunStopped
 from batchrunner.records import Request, RowResult
 from batchrunner.report.summary import RunStats, error_kind
 
@@ -49,8 +44,10 @@ class StopPolicy:
     """Whether the run is stopping, why, and with which exit code."""
 
     settings: StopSettings = field(default_factory=StopSettings)
-    reason: str | None = None
-    exit_code: int | None = None
+    #: The first reason the run was asked to stop for.
+    cause: RunStopped | AuthError | None = None
+    #: A signal that came after (or as) the first reason: it decides the exit code.
+    interrupted: Interrupted | None = None
     #: Called once, when the run is first asked to stop.
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     _reserved_cost: float = 0.0
@@ -59,14 +56,24 @@ class StopPolicy:
     @property
     def stopping(self) -> bool:
         """True once anything asked the run to stop taking rows."""
-        return self.reason is not None
+        return self.cause is not None
 
-    def stop(self, reason: str, exit_code: int) -> None:
+    @property
+    def reason(self) -> str | None:
+        """Why the run stopped, in words for its user; None while it goes on."""
+        return None if self.cause is None else str(self.cause)
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit status the stop's kind stands for; None while the run goes on."""
+        cause = self.interrupted or self.cause
+        return None if cause is None else cause.exit_code
+
+    def stop(self, cause: RunStopped | AuthError) -> None:
         """Ask the run to stop; the first reason given is kept."""
-        if self.reason is None:
-            self.reason = reason
-            self.exit_code = exit_code
-            log.warning("stopping: %s", reason, extra={"event": "stopping"})
+        if self.cause is None:
+            self.cause = cause
+            log.warning("stopping: %s", cause, extra={"event": "stopping"})
             for listener in self.on_stop:
                 listener()
 
@@ -87,9 +94,10 @@ class StopPolicy:
         cost = row_cost(request, self.settings.price)
         if stats.spent + self._reserved_cost + cost > cap:
             self.stop(
-                f"the spend cap of {cap} would be passed (spent about"
-                f" {stats.spent:.4f}); raise --max-cost or re-run later to go on",
-                EXIT_TEMPFAIL,
+                Resumable(
+                    f"the spend cap of {cap} would be passed (spent about"
+                    f" {stats.spent:.4f}); raise --max-cost or re-run later to go on"
+                )
             )
             return False
         return True
@@ -118,9 +126,10 @@ class StopPolicy:
             return
         if error.status_code == 404:
             self.stop(
-                f"the deployment {self.settings.deployment!r} was not found"
-                f" ({error.code}): check --deployment and the endpoint",
-                EXIT_ROWS_FAILED,
+                GaveUp(
+                    f"the deployment {self.settings.deployment!r} was not found"
+                    f" ({error.code}): check --deployment and the endpoint"
+                )
             )
             return
         if error.code == "content_filter":
@@ -131,10 +140,11 @@ class StopPolicy:
         if count >= FAILURE_STREAK_LIMIT:
             kind = error_kind(error.status_code, error.code, error.type)
             self.stop(
-                f"the last {count} rows all failed the same way ({kind}:"
-                f" {error.message}); stopping rather than burning through the"
-                " file. Fix the cause and re-run: finished rows are kept",
-                EXIT_ROWS_FAILED,
+                GaveUp(
+                    f"the last {count} rows all failed the same way ({kind}:"
+                    f" {error.message}); stopping rather than burning through the"
+                    " file. Fix the cause and re-run: finished rows are kept"
+                )
             )
 
     def _watch_budget(self, result: RowResult, stats: RunStats) -> None:
@@ -144,10 +154,11 @@ class StopPolicy:
         allowed = limit.allowed(stats.rows_planned)
         if stats.rows_failed > allowed:
             self.stop(
-                f"{stats.rows_failed} rows failed, more than --max-failures"
-                f" {limit} allows ({allowed}); fix the cause and re-run: finished"
-                " rows are kept and failed ones are tried again",
-                EXIT_ROWS_FAILED,
+                GaveUp(
+                    f"{stats.rows_failed} rows failed, more than --max-failures"
+                    f" {limit} allows ({allowed}); fix the cause and re-run:"
+                    " finished rows are kept and failed ones are tried again"
+                )
             )
 
     # --- signals and the deadline -------------------------------------------------
@@ -157,25 +168,22 @@ class StopPolicy:
         SIGINT/SIGTERM: stop taking rows and give in-flight ones the grace
         period; a second signal abandons them at once (cancels *work*).
         """
-        names = {
-            signal.SIGINT: ("SIGINT", EXIT_SIGINT),
-            signal.SIGTERM: ("SIGTERM", EXIT_SIGTERM),
-        }
         grace = self.settings.grace_seconds
-        with anyio.open_signal_receiver(*names) as signals:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
-                name, code = names[signal.Signals(signum)]
-                if self.stopping and self.exit_code in (EXIT_SIGINT, EXIT_SIGTERM):
+                name = signal.Signals(signum).name
+                if self.interrupted is not None:
                     log.warning("second %s: abandoning in-flight rows", name)
                     work.cancel()
                     continue
-                self.stop(
+                interrupted = Interrupted(
                     f"{name} received; finishing in-flight rows (up to"
                     f" {grace:.0f} s)",
-                    code,
+                    signal_name=name,
                 )
+                self.stop(interrupted)
                 # A signal outranks an earlier stop reason for the exit code.
-                self.exit_code = code
+                self.interrupted = interrupted
                 cancel_after(work, grace)
 
     async def watch_deadline(
@@ -193,9 +201,8 @@ class StopPolicy:
         margin = min(self.settings.timeout, deadline / 10)
         left = deadline - (clock() - started)
         await sleep(max(0.0, left - margin))
-        self.stop(
-            f"the deadline of {deadline:.0f} s is near; re-run to go on", EXIT_TEMPFAIL
-        )
+        near = f"the deadline of {deadline:.0f} s is near; re-run to go on"
+        self.stop(Resumable(near))
         cancel_after(work, max(0.0, margin))
 
 
