@@ -43,7 +43,7 @@ from batchrunner.prepare.structured import checker_for
 from batchrunner.prepare.tokens import TokenCounter
 from batchrunner.prepare.validate import validate
 from batchrunner.records import Request, RowResult, to_record
-from batchrunner.report.logs import RUN_CONTEXT, Redactor
+from batchrunner.report.logs import Redactor, bind_counters, bind_run
 from batchrunner.report.progress import ProgressDisplay, print_summary
 from batchrunner.report.rowlog import RowLog
 from batchrunner.report.summary import RunStats
@@ -112,7 +112,7 @@ def run_job(
     for secret in storage_secrets(environ):
         redactor.add(secret)
     plan = resolve_shards(settings.shard, settings.shards, environ)
-    RUN_CONTEXT.bind(run_id=secrets.token_hex(6), shard=shard_label(plan))
+    bind_run(run_id=secrets.token_hex(6), shard=shard_label(plan))
     account = settings.storage_account
     with open_source(input_arg, account=account, environ=environ) as source:
         checker = checker_for(settings)  # a bad schema fails before the input is read
@@ -133,7 +133,7 @@ def run_job(
         if held is None:
             return Outcome()  # every shard finished or held by another run
         out, settings = held
-        RUN_CONTEXT.bind(shard=shard_label(plan, settings.shard))
+        bind_run(shard=shard_label(plan, settings.shard))
         try:
             for backup in out.backups:
                 log.info("kept the earlier results as %s", backup)
@@ -283,7 +283,7 @@ def _send(
     )
     if settings.max_cost is not None:
         stats.cost_before = recorded_cost(output.path, settings.price_for)
-    RUN_CONTEXT.counters = stats.counters
+    bind_counters(stats.counters)
     log.info(
         "%d rows to send, %d already done, results in %s", planned, skipped,
         output.shown,

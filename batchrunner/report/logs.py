@@ -12,7 +12,9 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -43,33 +45,42 @@ class Redactor(logging.Filter):
         return True
 
 
+@dataclass(frozen=True)
+class RunInfo:
+    """What every record of a run carries: its id and shard, and live counters."""
+
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    counters: Callable[[], dict[str, Any]] | None = None
+
+
+#: The run the current code works for. A context variable rather than a
+#: global, so that two runs in one process (tests, a notebook) keep their own;
+#: threads a run starts take it along with ``contextvars.copy_context()``.
+_NO_RUN = RunInfo()
+CURRENT_RUN: ContextVar[RunInfo] = ContextVar("batchrunner_run", default=_NO_RUN)
+
+
+def bind_run(**fields: Any) -> None:
+    """Put *fields* on every record of the current run from now on."""
+    info = CURRENT_RUN.get()
+    CURRENT_RUN.set(replace(info, fields={**info.fields, **fields}))
+
+
+def bind_counters(counters: Callable[[], dict[str, Any]] | None) -> None:
+    """Have every record of the current run carry what *counters* returns."""
+    CURRENT_RUN.set(replace(CURRENT_RUN.get(), counters=counters))
+
+
 class RunContext(logging.Filter):
-    """
-    Adds the run id, the shard and the run's live counters to every record.
-
-    One per process, as logging is: ``configure_logging`` resets it, the job binds
-    it once it knows the run (``bind``) and its counters (``counters``).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fields: dict[str, Any] = {}
-        self.counters: Callable[[], dict[str, Any]] | None = None
-
-    def bind(self, **fields: Any) -> None:
-        """Put *fields* on every record from now on."""
-        self.fields.update(fields)
+    """Adds the current run's fields and counters (``CURRENT_RUN``) to records."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in self.fields.items():
+        info = CURRENT_RUN.get()
+        for key, value in info.fields.items():
             record.__dict__.setdefault(key, value)
-        counters = self.counters() if self.counters is not None else {}
+        counters = info.counters() if info.counters is not None else {}
         record.__dict__.setdefault("counters", counters)
         return True
-
-
-#: The context of this process's run (see ``RunContext``).
-RUN_CONTEXT = RunContext()
 
 
 class JsonFormatter(logging.Formatter):
@@ -137,9 +148,8 @@ def configure_logging(
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     handler.addFilter(redactor)
-    RUN_CONTEXT.fields.clear()
-    RUN_CONTEXT.counters = None
-    handler.addFilter(RUN_CONTEXT)
+    CURRENT_RUN.set(RunInfo())
+    handler.addFilter(RunContext())
     logger = logging.getLogger("batchrunner")
     for old in list(logger.handlers):
         logger.removeHandler(old)

@@ -16,6 +16,7 @@ large blocks.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -96,9 +97,18 @@ class BlobMirror:
         self._stopping = False
         self._failure: str | None = None
         self._wake = threading.Condition()
+        # Each thread runs in a copy of this context: its log lines are the run's.
         self._threads = [
-            threading.Thread(target=self._ship_loop, name="blob-append", daemon=True),
-            threading.Thread(target=self._renew_loop, name="blob-lease", daemon=True),
+            threading.Thread(
+                target=contextvars.copy_context().run,
+                args=(loop,),
+                name=name,
+                daemon=True,
+            )
+            for loop, name in (
+                (self._ship_loop, "blob-append"),
+                (self._renew_loop, "blob-lease"),
+            )
         ]
         for thread in self._threads:
             thread.start()
