@@ -11,8 +11,10 @@ import pytest
 
 from batchrunner.records import ErrorInfo, Reply, RowResult, Usage, to_record
 from batchrunner.results.frame import read_results
+from batchrunner.results.jsonl import JsonlSink
+from batchrunner.results.layout import journal_path
 from batchrunner.results.resume import ResumeState, read_state
-from batchrunner.results.sinks import JsonlSink, journal_path, open_sink
+from batchrunner.results.sinks import open_sink
 
 FORMATS = [".jsonl", ".csv", ".parquet"]
 

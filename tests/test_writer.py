@@ -15,15 +15,15 @@ import pytest
 from batchrunner.errors import UsageError
 from batchrunner.records import ErrorInfo, Reply, RowResult, Usage, to_record
 from batchrunner.results.frame import read_results
-from batchrunner.results.resume import read_state
-from batchrunner.results.sinks import (
+from batchrunner.results.layout import (
     FIXED_COLUMNS,
     backup_existing,
     journal_path,
-    open_sink,
     summary_path,
     write_summary,
 )
+from batchrunner.results.resume import read_state
+from batchrunner.results.sinks import open_sink
 
 FORMATS = [".jsonl", ".csv", ".parquet"]
 

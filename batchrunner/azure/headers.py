@@ -17,7 +17,6 @@ from batchrunner.records import RateLimits
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
-
 def is_retryable_status(status_code: int | None) -> bool:
     """Whether a failure with *status_code* may succeed when sent again."""
     return status_code in RETRYABLE_STATUSES

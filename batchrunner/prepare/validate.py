@@ -34,8 +34,6 @@ class InputReport:
     columns: list[str]
 
 
-
-
 def validate(
     path: str,
     settings: Settings,
@@ -64,9 +62,7 @@ def validate(
             _check_header(header, line, settings, shown)
     try:
         rows = open_rows(path, settings.input, name=name)
-        return _validate_rows(
-            rows, builder, header, settings.input.id_column, observe
-        )
+        return _validate_rows(rows, builder, header, settings.input.id_column, observe)
     except CellError as exc:
         raise located(exc, path, header) from None
 

@@ -30,15 +30,15 @@ from batchrunner.azure.blob import (
     upload_file,
 )
 from batchrunner.errors import Resumable
-from batchrunner.results.lock import FileLock
-from batchrunner.results.mirror import BlobMirror, release, take_lease
-from batchrunner.results.sinks import (
+from batchrunner.results.layout import (
     backup_existing,
     journal_path,
     results_format,
     summary_path,
     write_summary,
 )
+from batchrunner.results.lock import FileLock
+from batchrunner.results.mirror import BlobMirror, release, take_lease
 
 
 class Output(Protocol):

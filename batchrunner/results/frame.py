@@ -19,14 +19,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrunner.results.sinks import (
+from batchrunner.results.csv import csv_records
+from batchrunner.results.jsonl import jsonl_lines, parse_record
+from batchrunner.results.layout import (
     FIXED_COLUMNS,
     INT_COLUMNS,
-    csv_records,
     flatten_record,
     journal_path,
-    jsonl_lines,
-    parse_record,
     results_format,
 )
 

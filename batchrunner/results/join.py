@@ -26,12 +26,8 @@ import pyarrow.parquet as pq
 from batchrunner.config.settings import Settings
 from batchrunner.prepare.plan import select
 from batchrunner.results.frame import read_results
-from batchrunner.results.sinks import (
-    dumps,
-    encode_jsonl,
-    replace_atomically,
-    results_format,
-)
+from batchrunner.results.jsonl import dumps, encode_jsonl
+from batchrunner.results.layout import replace_atomically, results_format
 from batchrunner.rows.reader import open_rows
 
 

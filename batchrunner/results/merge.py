@@ -39,13 +39,9 @@ from batchrunner.report.console import Parser, json_requested, report
 from batchrunner.report.logs import Redactor, configure_logging, wants_json
 from batchrunner.report.summary import error_kind
 from batchrunner.results.destination import peek
+from batchrunner.results.layout import results_format, summary_path, write_summary
 from batchrunner.results.parts import part_exists, part_heads, part_records
-from batchrunner.results.sinks import (
-    open_sink,
-    results_format,
-    summary_path,
-    write_summary,
-)
+from batchrunner.results.sinks import open_sink
 
 log = logging.getLogger("batchrunner")
 

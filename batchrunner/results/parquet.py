@@ -21,20 +21,22 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from batchrunner.errors import UsageError
-from batchrunner.results.sinks import (
-    FIXED_COLUMNS,
+from batchrunner.results.jsonl import (
     INPUT_KEY,
-    INT_COLUMNS,
-    NESTED,
     JsonlSink,
     dumps,
-    flatten_record,
-    journal_path,
     jsonl_lines,
     line_head,
     parse_record,
     record_head,
     record_id,
+)
+from batchrunner.results.layout import (
+    FIXED_COLUMNS,
+    INT_COLUMNS,
+    NESTED,
+    flatten_record,
+    journal_path,
     replace_atomically,
     unflatten_record,
 )

@@ -16,14 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from batchrunner.results.sinks import (
+from batchrunner.results.csv import csv_records
+from batchrunner.results.jsonl import jsonl_lines, line_head, parse_record, record_id
+from batchrunner.results.layout import (
     INT_COLUMNS,
-    csv_records,
     journal_path,
-    jsonl_lines,
-    line_head,
-    parse_record,
-    record_id,
     results_format,
     unflatten_record,
 )

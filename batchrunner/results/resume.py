@@ -15,14 +15,9 @@ from collections.abc import Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batchrunner.results.sinks import (
-    csv_records,
-    journal_path,
-    jsonl_keep_size,
-    jsonl_lines,
-    line_head,
-    results_format,
-)
+from batchrunner.results.csv import csv_records
+from batchrunner.results.jsonl import jsonl_keep_size, jsonl_lines, line_head
+from batchrunner.results.layout import journal_path, results_format
 
 log = logging.getLogger("batchrunner.results.resume")
 

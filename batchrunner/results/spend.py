@@ -10,14 +10,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from batchrunner.results.sinks import (
-    csv_records,
-    journal_path,
-    jsonl_lines,
-    parse_record,
-    record_head,
-    results_format,
-)
+from batchrunner.results.csv import csv_records
+from batchrunner.results.jsonl import jsonl_lines, parse_record, record_head
+from batchrunner.results.layout import journal_path, results_format
 
 # Every record we write has its usage right after finish_reason and before any
 # input column, and no unescaped quote can occur inside a JSON string, so this

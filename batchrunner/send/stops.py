@@ -177,8 +177,7 @@ class StopPolicy:
                     work.cancel()
                     continue
                 interrupted = Interrupted(
-                    f"{name} received; finishing in-flight rows (up to"
-                    f" {grace:.0f} s)",
+                    f"{name} received; finishing in-flight rows (up to {grace:.0f} s)",
                     signal_name=name,
                 )
                 self.stop(interrupted)
