@@ -13,8 +13,8 @@ from batchrunner.prepare.builder import (
     RequestBuilder,
     build_request,
     completion_allowance,
-    template_fields,
 )
+from batchrunner.prepare.messages import template_fields
 from batchrunner.prepare.tokens import TokenCounter
 from batchrunner.records import Api, Row
 

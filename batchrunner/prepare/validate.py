@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from batchrunner.config.settings import Settings
 from batchrunner.errors import CellError, InputError
-from batchrunner.prepare.builder import RequestBuilder, template_fields
+from batchrunner.prepare.builder import RequestBuilder
+from batchrunner.prepare.messages import template_fields
 from batchrunner.records import Api, Request, Row
 from batchrunner.rows.locate import located
 from batchrunner.rows.reader import (
