@@ -18,7 +18,7 @@ from batchrunner.errors import CellError, ConfigError
 from batchrunner.prepare.messages import messages_fault, template_fields
 from batchrunner.prepare.tokens import TokenCounter
 from batchrunner.records import Api, Request, Row
-from batchrunner.rows.reader import json_type
+from batchrunner.rows.files import json_type
 
 if TYPE_CHECKING:
     from batchrunner.prepare.templates import PromptTemplate

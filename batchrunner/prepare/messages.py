@@ -10,7 +10,7 @@ import string
 from typing import Any
 
 from batchrunner.errors import ConfigError
-from batchrunner.rows.reader import json_type
+from batchrunner.rows.files import json_type
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 _FIELD_NAME_END = re.compile(r"[.\[]")

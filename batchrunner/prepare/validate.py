@@ -16,14 +16,10 @@ from batchrunner.errors import CellError, InputError
 from batchrunner.prepare.builder import RequestBuilder
 from batchrunner.prepare.messages import template_fields
 from batchrunner.records import Api, Request, Row
+from batchrunner.rows.csv import read_header
+from batchrunner.rows.files import check_readable, input_format
 from batchrunner.rows.locate import located
-from batchrunner.rows.reader import (
-    COLUMN_SAMPLE_ROWS,
-    check_readable,
-    input_format,
-    open_rows,
-    read_header,
-)
+from batchrunner.rows.reader import COLUMN_SAMPLE_ROWS, open_rows
 
 
 @dataclass(frozen=True)

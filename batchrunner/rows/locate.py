@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable
 
 from batchrunner.errors import CellError, InputError
-from batchrunner.rows.reader import decoded_lines, input_format, open_binary
+from batchrunner.rows.files import decoded_lines, input_format, open_binary
 
 
 def located(exc: CellError, path: str, header: list[str] | None) -> InputError:
