@@ -114,3 +114,27 @@ def test_a_request_refused_on_every_row_stops_with_1(
     stopped = summary_of(tmp_path / "b.results.jsonl")["stopped"]
     assert "Fix the cause" in stopped
     assert "None" not in stopped
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": {"message": "the words"}},
+        {"error": "the words"},
+        {"message": "the words"},
+        {"detail": "the words"},
+        {"detail": [{"loc": ["path"], "msg": "the words"}]},
+        {"title": "the words", "status": 404},
+        {"error": {"code": None, "message": None, "detail": "the words"}},
+    ],
+)
+def test_the_services_words_are_found_wherever_the_body_has_them(
+    foreign: SimulatorServer, tmp_path: Path, body: dict[str, object]
+) -> None:
+    """Each shape of error body a service may send gives its text to the record."""
+    foreign.config.not_found_body = body
+    source = write_prompts(tmp_path / "w.jsonl", 3)
+    assert run([str(source), "--deployment", MISSING, "--concurrency", "1"]) == 1
+    results = tmp_path / "w.results.jsonl"
+    assert {r["error"]["message"] for r in records_of(results)} == {"the words"}
+    assert "(404: the words)" in summary_of(results)["stopped"]
