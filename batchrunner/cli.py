@@ -49,6 +49,8 @@ environment:
   OPENAI_API_VERSION       API version (default 2024-10-21)
   AZURE_OPENAI_DEPLOYMENT  deployment, when neither --deployment nor the file
   BATCHRUNNER_<SETTING>    any setting, e.g. BATCHRUNNER_CONCURRENCY=32
+  BATCHRUNNER_STATE_DIR    where validated inputs are remembered (default
+                           ~/.cache/batchrunner, or under $XDG_CACHE_HOME)
   AZURE_STORAGE_CONNECTION_STRING
                            the storage account of az:// paths (else
                            BATCHRUNNER_STORAGE_ACCOUNT, signed in with Entra ID)
@@ -59,11 +61,14 @@ environment:
 
 exit status:
   0    every row ok
-  1    the run finished and some rows are recorded as failed
+  1    the run finished and some rows are recorded as failed, or the service
+       refused the request itself on every row (fix it, then re-run)
   2    bad command line, settings or input, or the output is being written by
        another run (its lock or blob lease is held); nothing was sent
   3    authentication failed
-  75   stopped early (deadline, spend cap, quota exhausted); re-run to go on
+  75   stopped early (deadline, spend cap, quota exhausted, or the service
+       down: every row refused a connection, timed out or got a 5xx/429);
+       re-run later to go on
   130  stopped by SIGINT, 143 by SIGTERM; re-run to go on
 """
 
@@ -176,9 +181,10 @@ def build_parser() -> Parser:
         "--max-cost",
         type=float,
         metavar="AMOUNT",
-        help="stop taking rows before the estimated spend (USD, prices from the"
-        " settings) passes AMOUNT, counting earlier runs on the same output; a"
-        " shard of N may spend AMOUNT/N; exit 75",
+        help="stop taking rows before the estimated spend (USD, at the price of"
+        " the model the settings name) passes AMOUNT, counting earlier runs on"
+        " the same output; a shard of N may spend AMOUNT/N; exit 75 (exit 2"
+        " before sending when that model has no price)",
     )
     add(
         "--max-failures",

@@ -12,10 +12,12 @@ The exceptions batchrunner raises, and the exit code each kind stands for.
   + QuotaExceeded: one row is charged more than a whole minute's quota
   + RunStopped: the run stopped taking rows before the end of its input
     - Resumable (exit 75): for a reason a later run clears (deadline, spend cap,
-      a quota wait longer than allowed, results storage out of reach)
+      a quota wait longer than allowed, results storage out of reach, a streak
+      of rows the service never answered or answered 5xx/429: an outage)
     - Interrupted (exit 130 / 143): SIGINT / SIGTERM
-    - GaveUp (exit 1): rows kept failing (a streak, the failure budget, no such
-      deployment), so going on would only burn through the file
+    - GaveUp (exit 1): rows kept failing (a streak of requests the service
+      refused, the failure budget, no such deployment), so going on would only
+      burn through the file
 
 Code that stops a run raises (or hands the stop policy) one of these; nothing
 below the command line picks an exit code, and only ``cli.py`` turns them into

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from batchrunner.azure.blob import (
 )
 from batchrunner.azure.client import AzureCompleter
 from batchrunner.azure.credentials import Auth, open_auth
+from batchrunner.config.prices import answer_price
 from batchrunner.config.settings import (
     Settings,
     check_ready_to_send,
@@ -279,10 +281,12 @@ def _send(
     planned, skipped = _count_plan(source, settings, state.done_ids, rows)
     _counter_for(settings)  # load the tokenizer now, not on the first row's clock
     stats = RunStats(
-        rows_planned=planned, rows_skipped=skipped, price_for=settings.price_for
+        rows_planned=planned,
+        rows_skipped=skipped,
+        price_for=partial(answer_price, settings),
     )
     if settings.max_cost is not None:
-        stats.cost_before = recorded_cost(output.path, settings.price_for)
+        stats.cost_before = recorded_cost(output.path, partial(answer_price, settings))
     bind_counters(stats.counters)
     log.info(
         "%d rows to send, %d already done, results in %s", planned, skipped,

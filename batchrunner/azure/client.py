@@ -203,17 +203,53 @@ def reply_from(
 
 # --- failures ----------------------------------------------------------------
 
+#: The ``type`` of a failure that got no answer at all: the connection was refused
+#: or dropped, the name did not resolve, or the answer did not come in time.
+CONNECTION_FAILURES = frozenset(
+    {openai.APIConnectionError.__name__, openai.APITimeoutError.__name__}
+)
+
+
+#: Where services put their words in a JSON error body: Azure and OpenAI
+#: (``message``), FastAPI apps and RFC 9457 problems (``detail``, ``title``),
+#: OAuth (``error_description``), validation lists (``msg``).
+_TEXT_KEYS = ("message", "detail", "error_description", "title", "msg", "error")
+
+
+def _text_in(value: object, depth: int = 0) -> str | None:
+    """The first text in a JSON error body *value*, searched a few levels deep."""
+    if isinstance(value, str):
+        return " ".join(value.split()) or None
+    if depth > 3:
+        return None
+    if isinstance(value, list):  # FastAPI's validation errors: [{"msg": …}, …]
+        texts = [text for item in value if (text := _text_in(item, depth + 1))]
+        return "; ".join(texts) or None
+    if isinstance(value, dict):
+        for key in _TEXT_KEYS:
+            text = _text_in(value.get(key), depth + 1)
+            if text:
+                return text
+    return None
+
 
 def _status_message(exc: openai.APIStatusError) -> str:
+    """The service's own words for a failed request, wherever its body has them."""
     body = exc.body
-    if isinstance(body, dict):
-        message = body.get("message")
-        if isinstance(message, str) and message:
-            return message
-    if isinstance(body, str) and body.strip():
-        # Gateways answer 502/503 in HTML; keep it short.
-        return f"HTTP {exc.status_code}: {' '.join(body.split())[:200]}"
-    return f"HTTP {exc.status_code}"
+    text = _text_in(body)
+    if text is None:
+        return _bare(exc)
+    if isinstance(body, str) and "json" not in exc.response.headers.get(
+        "content-type", ""
+    ):
+        # Gateways answer 502/503 in HTML or plain text; keep it short.
+        return f"HTTP {exc.status_code}: {text[:200]}"
+    return text
+
+
+def _bare(exc: openai.APIStatusError) -> str:
+    reason = exc.response.reason_phrase
+    return f"HTTP {exc.status_code} {reason}".rstrip()
 
 
 def failure_from(exc: openai.OpenAIError, latency_ms: int | None = None) -> ApiFailure:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchrunner.config.prices import answer_price, cost_of
 from batchrunner.config.settings import Settings
 from batchrunner.errors import ApiFailure
 from batchrunner.records import RowResult
@@ -59,7 +60,8 @@ class RunStats:
     #: Estimated spend of the rows earlier runs recorded in the same output
     #: (read only under ``--max-cost``: None when not read).
     cost_before: float | None = None
-    #: The (input, output) price per million tokens of a model, for the cost.
+    #: The (input, output) price per million tokens of an answer that reported a
+    #: model (``batchrunner.config.prices.answer_price``), for the cost.
     price_for: Callable[[str | None], tuple[float, float] | None] | None = field(
         default=None, repr=False, compare=False
     )
@@ -123,15 +125,18 @@ class RunStats:
 
     def _add_cost(self, result: RowResult, settings: Settings | None) -> None:
         assert result.reply is not None
-        price_for = settings.price_for if settings is not None else self.price_for
-        price = price_for(result.reply.model) if price_for is not None else None
+        # Priced as the settings name the model, not as the answer reports it.
+        if settings is not None:
+            price = answer_price(settings, result.reply.model)
+        elif self.price_for is not None:
+            price = self.price_for(result.reply.model)
+        else:
+            price = None
         if price is None:
             self.cost_known = False
             return
         usage = result.reply.usage
-        self.cost += (
-            usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]
-        ) / 1e6
+        self.cost += cost_of(price, usage.prompt_tokens, usage.completion_tokens)
 
     def as_dict(self, elapsed: float) -> dict[str, Any]:
         """The ``summary.json`` object after *elapsed* seconds."""

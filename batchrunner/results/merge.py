@@ -28,6 +28,7 @@ from batchrunner.azure.blob import (
     storage_secrets,
     upload_file,
 )
+from batchrunner.config.prices import answer_price, cost_of
 from batchrunner.config.settings import (
     Settings,
     build_settings,
@@ -152,12 +153,12 @@ def _count(record: dict[str, Any], totals: dict[str, Any], settings: Settings) -
     tokens = totals["tokens"]
     for key in tokens:
         tokens[key] += int(usage.get(f"{key}_tokens") or 0)
-    price = settings.price_for(record.get("model"))
-    if price is not None:
-        totals["cost"] += (
-            int(usage.get("prompt_tokens") or 0) * price[0]
-            + int(usage.get("completion_tokens") or 0) * price[1]
-        ) / 1e6
+    model = record.get("model")
+    totals["cost"] += cost_of(
+        answer_price(settings, model if isinstance(model, str) else None),
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+    )
 
 
 def _summary(

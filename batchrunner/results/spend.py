@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from batchrunner.config.prices import cost_of
 from batchrunner.results.csv import csv_records
 from batchrunner.results.jsonl import jsonl_lines, parse_record, record_head
 from batchrunner.results.layout import journal_path, results_format
@@ -29,14 +30,13 @@ def recorded_cost(
     """
     The estimated spend of the ok records already in *output* (earlier runs).
 
-    Each ``ok`` record was paid for once; errors are not charged. Unknown models
-    count as free, as they do in the summary's estimate.
+    Each ``ok`` record was paid for once; errors are not charged. *price_for*
+    gives the price of a record by its ``model``, as the summary prices answers
+    (``batchrunner.config.prices.answer_price``).
     """
     total = 0.0
     for prompt, completion, model in _usages(output):
-        price = price_for(model)
-        if price is not None:
-            total += (prompt * price[0] + completion * price[1]) / 1e6
+        total += cost_of(price_for(model), prompt, completion)
     return total
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
 
 import anyio
 from anyio.streams.memory import (
@@ -24,6 +25,7 @@ from anyio.streams.memory import (
 )
 
 from batchrunner.azure.client import Completer
+from batchrunner.config.prices import answer_price
 from batchrunner.config.settings import Settings
 from batchrunner.errors import RunStopped
 from batchrunner.records import Request, RowResult
@@ -201,7 +203,7 @@ def online_pool(
     """
     pacing = settings.pacing
     if stats.price_for is None:
-        stats.price_for = settings.price_for
+        stats.price_for = partial(answer_price, settings)
     pacer = pacer or Pacer(pacing.rpm, pacing.tpm, sleep=sleep, clock=clock)
     route = Route(client=client, pacer=pacer, label=label or settings.deployment or "")
     control = StopPolicy(settings.stops)

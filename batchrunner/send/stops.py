@@ -18,15 +18,27 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from batchrunner.azure.client import CONNECTION_FAILURES
+from batchrunner.azure.headers import is_retryable_status
 from batchrunner.config.groups import StopSettings
 from batchrunner.errors import AuthError, GaveUp, Interrupted, Resumable, RunStopped
-from batchrunner.records import Request, RowResult
+from batchrunner.records import ErrorInfo, Request, RowResult
 from batchrunner.report.summary import RunStats, error_kind
 
 log = logging.getLogger("batchrunner")
 
 #: Consecutive rows failing the same way before the run gives up on the file.
 FAILURE_STREAK_LIMIT = 10
+
+
+def is_transient(error: ErrorInfo) -> bool:
+    """
+    Whether *error* is one that waiting clears: no answer at all (refused or
+    dropped connections, DNS, timeouts) or a retryable status (408, 429, 5xx).
+    """
+    if error.status_code is None:
+        return error.type in CONNECTION_FAILURES
+    return is_retryable_status(error.status_code)
 
 
 def row_cost(request: Request, price: tuple[float, float] | None) -> float:
@@ -125,10 +137,12 @@ class StopPolicy:
             self._streak = ((None, None), 0)
             return
         if error.status_code == 404:
+            kind = error_kind(error.status_code, error.code, error.type)
             self.stop(
                 GaveUp(
                     f"the deployment {self.settings.deployment!r} was not found"
-                    f" ({error.code}): check --deployment and the endpoint"
+                    f" ({kind}: {error.message}): check --deployment and the"
+                    " endpoint"
                 )
             )
             return
@@ -139,13 +153,24 @@ class StopPolicy:
         self._streak = (signature, count)
         if count >= FAILURE_STREAK_LIMIT:
             kind = error_kind(error.status_code, error.code, error.type)
-            self.stop(
-                GaveUp(
-                    f"the last {count} rows all failed the same way ({kind}:"
-                    f" {error.message}); stopping rather than burning through the"
-                    " file. Fix the cause and re-run: finished rows are kept"
-                )
+            said = (
+                f"the last {count} rows all failed the same way ({kind}:"
+                f" {error.message}); stopping rather than burning through the file."
             )
+            # An outage (nothing answers, every answer a 5xx or 429) is cleared by
+            # waiting, so a scheduler's re-run goes on (75); a request the service
+            # refuses (a 400) fails again unchanged until someone fixes it (1).
+            if is_transient(error):
+                self.stop(
+                    Resumable(
+                        f"{said} The service seems down or overloaded: re-run"
+                        " later to go on; finished rows are kept"
+                    )
+                )
+            else:
+                self.stop(
+                    GaveUp(f"{said} Fix the cause and re-run: finished rows are kept")
+                )
 
     def _watch_budget(self, result: RowResult, stats: RunStats) -> None:
         limit = self.settings.max_failures

@@ -94,16 +94,16 @@ def _authenticate(
     config: SimConfig, headers: Mapping[str, str]
 ) -> tuple[str, _Answer | None]:
     """Which credential was sent, and the 401 when it is not accepted."""
+    refusal = _json_answer(401, config.key_denied_body or _KEY_DENIED)
     key = headers.get("api-key")
     if key is not None:
-        denied = None if key == config.api_key else _json_answer(401, _KEY_DENIED)
-        return "api-key", denied
+        return "api-key", None if key == config.api_key else refusal
     authorization = headers.get("Authorization", "")
     if authorization[:7].lower() == "bearer ":
         validator = config.bearer_validator
         accepted = validator is not None and validator(authorization[7:].strip())
         return "bearer", None if accepted else _json_answer(401, _TOKEN_DENIED)
-    return "none", _json_answer(401, _KEY_DENIED)
+    return "none", refusal
 
 
 def _pick_fault(state: _State, call: _Call) -> str | None:
@@ -147,9 +147,9 @@ def _fault_answer(state: _State, call: _Call, fault: str) -> _Answer:
         case "reset":
             return _Answer("reset")
         case "401":
-            return _json_answer(401, _KEY_DENIED)
+            return _json_answer(401, state.config.key_denied_body or _KEY_DENIED)
         case "404":
-            return _json_answer(404, _NO_DEPLOYMENT)
+            return _json_answer(404, state.config.not_found_body or _NO_DEPLOYMENT)
     message = f"unknown simulator fault {fault!r}; known faults: {', '.join(FAULTS)}"
     return _json_answer(400, _error("SimulatorError", message))
 
@@ -191,7 +191,8 @@ def _decide(
         return auth, _json_answer(404, _NO_RESOURCE)
     model = state.config.deployments.get(call.deployment or "")
     if model is None:
-        return auth, _json_answer(404, _NO_DEPLOYMENT)
+        missing = state.config.not_found_body or _NO_DEPLOYMENT
+        return auth, _json_answer(404, missing)
     return auth, _infer(state, call, model)
 
 

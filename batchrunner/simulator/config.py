@@ -58,3 +58,8 @@ class SimConfig:
     embedding_dimensions: int = 1536
     #: Whether answers carry ``x-ratelimit-*`` headers (Azure's do; a proxy may not).
     rate_headers: bool = True
+    #: The body of a 404 for a deployment that does not exist, and of a 401 for a
+    #: wrong or missing key; None for Azure's. Other services word them their own
+    #: way (``{"detail": …}``, no ``code``), and messages must still show them.
+    not_found_body: Json | None = None
+    key_denied_body: Json | None = None
