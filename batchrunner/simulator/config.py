@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchrunner.simulator.gates import Gate
+
 Json = dict[str, Any]
 
 FAULTS = ("429", "429long", "500", "502", "503", "408", "reset", "slow", "401", "404")
@@ -19,6 +21,10 @@ OPERATIONS = {
 }
 
 REGION = "Sweden Central"
+
+#: The Batch API's limits on one input file.
+BATCH_MAX_REQUESTS = 100_000
+BATCH_MAX_FILE_BYTES = 200 * 1024 * 1024
 #: Every Azure deployment has a quota and reports it on each answer; this one is
 #: large enough that no test or demo meets it. Azure allots 6 RPM per 1,000 TPM.
 DEFAULT_TPM = 30_000_000
@@ -63,3 +69,21 @@ class SimConfig:
     #: way (``{"detail": …}``, no ``code``), and messages must still show them.
     not_found_body: Json | None = None
     key_denied_body: Json | None = None
+
+    # --- Batch API ---
+    #: Deployments that are Global-Batch (may run batches); None for all of them.
+    batch_deployments: set[str] | None = None
+    #: Lines a batch answers per second; None for as fast as it can.
+    batch_lines_per_second: float | None = 1000.0
+    #: Seconds a batch stays validating, finalizing and cancelling.
+    batch_state_seconds: float = 0.2
+    #: Enqueued-token quota of the batches not yet ended; None for unlimited.
+    batch_enqueued_tokens: int | None = None
+    #: The n-th batch created (1 = the first) expires after answering that many lines.
+    batch_expire_after: dict[int, int] = field(default_factory=dict)
+    #: The n-th batches created that fail (as a validation failure would).
+    batch_fail: set[int] = field(default_factory=set)
+    batch_max_requests: int = BATCH_MAX_REQUESTS
+    batch_max_file_bytes: int = BATCH_MAX_FILE_BYTES
+    #: Calls of the Files and Batches API to hold until a test releases them.
+    gates: list[Gate] = field(default_factory=list)

@@ -46,6 +46,8 @@ class Ledger:
         self.max_in_flight = 0
         #: Tokens charged to the rate limit by accepted requests.
         self.charged_tokens = 0
+        #: Batch lines answered, by ``custom_id`` (a resubmitted row counts again).
+        self.batch_lines: Counter[str] = Counter()
 
     def snapshot(self) -> Json:
         """Counts a benchmark in another process can read over HTTP."""
@@ -55,6 +57,10 @@ class Ledger:
                 "statuses": {str(k): v for k, v in self._counts.items()},
                 "max_in_flight": self.max_in_flight,
                 "charged_tokens": self.charged_tokens,
+                "batch_lines": self.batch_lines.total(),
+                "batch_lines_repeated": sum(
+                    1 for n in self.batch_lines.values() if n > 1
+                ),
             }
 
     def count(self, status: int | str | None = None) -> int:
@@ -74,6 +80,7 @@ class Ledger:
             self._counts.clear()
             self._script_hits.clear()
             self.charged_tokens = 0
+            self.batch_lines.clear()
             self.max_in_flight = self.in_flight
             hooks = list(self._reset_hooks)
         for hook in hooks:
@@ -104,3 +111,13 @@ class Ledger:
         with self._lock:
             hits = self._script_hits[prompt] = self._script_hits.get(prompt, 0) + 1
             return hits
+
+    def add_batch_line(self, custom_id: str) -> None:
+        """Count a batch line answered (in an output or error file)."""
+        with self._lock:
+            self.batch_lines[custom_id] += 1
+
+    def batch_line_counts(self) -> Counter[str]:
+        """How many times each ``custom_id`` was answered in a batch."""
+        with self._lock:
+            return Counter(self.batch_lines)

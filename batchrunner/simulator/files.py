@@ -1,0 +1,216 @@
+"""
+The Files API: uploads kept on disk (a batch input may be 200 MB), retrieved,
+listed newest first, deleted, and their content served as uploaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import BodyPartReader, web
+
+from batchrunner.simulator.config import Json
+from batchrunner.simulator.service import Outcome, invalid, limit_of, not_found, page
+from batchrunner.simulator.wire import _json_answer
+
+PURPOSES = ("batch", "batch_output", "fine-tune", "assistants", "user_data", "evals")
+
+#: Azure keeps an uploaded file with an expiry for 14 to 30 days.
+EXPIRY_SECONDS = (1_209_600, 2_592_000)
+
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One file of the store, its bytes at *path*."""
+
+    id: str
+    filename: str
+    purpose: str
+    created_at: int
+    size: int
+    path: Path
+    expires_at: int | None = None
+
+    def to_json(self) -> Json:
+        """The file object as the service answers it."""
+        answer: Json = {
+            "id": self.id,
+            "object": "file",
+            "bytes": self.size,
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+        }
+        if self.expires_at is not None:
+            answer["expires_at"] = self.expires_at
+        return answer
+
+
+class FileStore:
+    """The files of one simulator, in a temporary directory made on first use."""
+
+    def __init__(self) -> None:
+        self._root: Path | None = None
+        self.files: dict[str, StoredFile] = {}
+
+    def reserve(self) -> tuple[str, Path]:
+        """A new file id and the path to write its bytes to."""
+        if self._root is None:
+            self._root = Path(tempfile.mkdtemp(prefix="batchrunner-simulator-"))
+        file_id = "file-" + uuid.uuid4().hex
+        return file_id, self._root / file_id
+
+    def add(self, stored: StoredFile) -> StoredFile:
+        self.files[stored.id] = stored
+        return stored
+
+    def add_written(
+        self, file_id: str, path: Path, filename: str, purpose: str
+    ) -> StoredFile:
+        """Store the file already written to *path* (a batch's output)."""
+        size = path.stat().st_size
+        return self.add(
+            StoredFile(file_id, filename, purpose, int(time.time()), size, path)
+        )
+
+    def remove(self, file_id: str) -> None:
+        stored = self.files.pop(file_id)
+        # A batch reading it keeps its open handle: POSIX keeps the bytes for it.
+        stored.path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Remove every file and the directory."""
+        self.files.clear()
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+
+
+def _expiry(anchor: str | None, seconds: str | None, now: int) -> int | str | None:
+    """The expiry time asked for, None for none, or what is wrong with it."""
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        return "expires_after[anchor] must be 'created_at'."
+    low, high = EXPIRY_SECONDS
+    if seconds is None or not seconds.isdigit() or not low <= int(seconds) <= high:
+        return f"expires_after[seconds] must be an integer from {low} to {high}."
+    return now + int(seconds)
+
+
+async def _write(part: BodyPartReader, path: Path, limit: int) -> int | None:
+    """Stream the part to *path*; its size, or None when over *limit* bytes."""
+    size = 0
+    with path.open("wb") as out:
+        while chunk := await part.read_chunk(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                return None
+            out.write(chunk)
+    return size
+
+
+async def upload(request: web.Request, store: FileStore, max_bytes: int) -> Outcome:
+    """``POST /files``: multipart ``purpose``, ``file``, optional ``expires_after``."""
+    if not request.content_type.startswith("multipart/"):
+        return invalid("The request must be multipart/form-data.")
+    fields: dict[str, str] = {}
+    file_id, path = store.reserve()
+    filename: str | None = None
+    size = 0
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                continue
+            if part.name == "file":
+                filename = part.filename or "file"
+                written = await _write(part, path, max_bytes)
+                if written is None:
+                    return invalid(
+                        f"The file is larger than {max_bytes} bytes.", "file"
+                    )
+                size = written
+            else:
+                fields[part.name] = await part.text()
+        answer = _check_upload(fields, filename)
+        if isinstance(answer, str):
+            return invalid(answer, "purpose" if "purpose" in answer else None)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    now = int(time.time())
+    expires_at = _expiry(
+        fields.get("expires_after[anchor]"), fields.get("expires_after[seconds]"), now
+    )
+    if isinstance(expires_at, str):
+        path.unlink(missing_ok=True)
+        return invalid(expires_at, "expires_after")
+    assert filename is not None
+    stored = StoredFile(
+        file_id, filename, fields["purpose"], now, size, path, expires_at
+    )
+    return _json_answer(200, store.add(stored).to_json())
+
+
+def _check_upload(fields: dict[str, str], filename: str | None) -> str | None:
+    purpose = fields.get("purpose")
+    if purpose is None:
+        return "Missing required parameter: 'purpose'."
+    if purpose not in PURPOSES:
+        known = ", ".join(PURPOSES)
+        return f"'{purpose}' is not a valid purpose; expected one of {known}."
+    if filename is None:
+        return "Missing required parameter: 'file'."
+    return None
+
+
+def listing(request: web.Request, store: FileStore) -> Outcome:
+    """``GET /files``, newest first unless ``order=asc``; ``purpose`` filters."""
+    limit = limit_of(request, 10_000, 10_000)
+    if not isinstance(limit, int):
+        return limit
+    order = request.query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        return invalid("order must be 'asc' or 'desc'.", "order")
+    purpose = request.query.get("purpose")
+    files = [f for f in store.files.values() if purpose in (None, f.purpose)]
+    if order == "desc":
+        files.reverse()
+    items = [f.to_json() for f in files]
+    return _json_answer(200, page(items, request.query.get("after"), limit))
+
+
+def retrieve(store: FileStore, file_id: str) -> Outcome:
+    stored = store.files.get(file_id)
+    return (
+        not_found("file", file_id)
+        if stored is None
+        else _json_answer(200, stored.to_json())
+    )
+
+
+def delete(store: FileStore, file_id: str) -> Outcome:
+    if file_id not in store.files:
+        return not_found("file", file_id)
+    store.remove(file_id)
+    return _json_answer(200, {"id": file_id, "object": "file", "deleted": True})
+
+
+def content(store: FileStore, file_id: str) -> Outcome:
+    stored = store.files.get(file_id)
+    if stored is None:
+        return not_found("file", file_id)
+    with contextlib.suppress(OSError):
+        if stored.path.stat().st_size == stored.size:
+            return stored.path
+    return not_found("file", file_id)
