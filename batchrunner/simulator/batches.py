@@ -16,7 +16,8 @@ from aiohttp import web
 
 from batchrunner.simulator import files
 from batchrunner.simulator.batchlines import enqueued_tokens, operation_of
-from batchrunner.simulator.batchrun import ENDED, Batch, Runner, run
+from batchrunner.simulator.batchobject import ENDED, Batch
+from batchrunner.simulator.batchrun import Runner, run
 from batchrunner.simulator.config import SimConfig
 from batchrunner.simulator.content import _Call
 from batchrunner.simulator.files import FileStore
@@ -84,6 +85,7 @@ class BatchService:
             enqueued=tokens,
         )
         self.batches[batch.id] = batch
+        self.runner.ledger.note_batch(batch.id, batch.status)
         task = asyncio.create_task(run(batch, source, self.runner))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -105,7 +107,8 @@ class BatchService:
             return invalid(f"Cannot cancel a batch with status '{batch.status}'.")
         # A finalizing batch has answered every line: it completes regardless.
         if batch.status in ("validating", "in_progress"):
-            batch.enter("cancelling")
+            self.runner.enter(batch, "cancelling")
+            batch.woken.set()
         return _json_answer(200, batch.to_json())
 
     def listing(self, request: web.Request) -> Outcome:

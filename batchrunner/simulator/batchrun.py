@@ -6,10 +6,11 @@ configured pace, finalizing, and its end (completed, failed, expired, cancelled)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO
 
 from batchrunner.simulator.batchlines import (
@@ -19,101 +20,15 @@ from batchrunner.simulator.batchlines import (
     check_input,
     operation_of,
 )
-from batchrunner.simulator.config import Json, SimConfig
+from batchrunner.simulator.batchobject import Batch
+from batchrunner.simulator.config import SimConfig
 from batchrunner.simulator.content import _Call
 from batchrunner.simulator.files import FileStore
 from batchrunner.simulator.ledger import Ledger
 from batchrunner.simulator.wire import _Answer
 
-#: Statuses a batch does not leave.
-ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
-
-#: The statuses whose start a batch answers as ``{status}_at``.
-_TIMED = (
-    "in_progress", "finalizing", "completed", "failed", "expired", "cancelling",
-    "cancelled",
-)  # fmt: skip
-
 #: Lines answered between two looks at the loop, so that calls are served.
 _LINES_PER_TURN = 64
-
-
-def _usage() -> Json:
-    return {
-        "input_tokens": 0,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": 0,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": 0,
-    }
-
-
-@dataclass
-class Batch:
-    """One batch, as the service keeps it (the fields of its answer)."""
-
-    id: str
-    ordinal: int
-    endpoint: str
-    input_file_id: str
-    metadata: Json | None
-    api_version: str
-    created_at: int
-    #: Tokens it holds of the enqueued-token quota until it ends.
-    enqueued: int = 0
-    status: str = "validating"
-    times: dict[str, int] = field(default_factory=dict)
-    counts: dict[str, int] = field(
-        default_factory=lambda: {"total": 0, "completed": 0, "failed": 0}
-    )
-    errors: list[Json] | None = None
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    model: str | None = None
-    usage: Json = field(default_factory=_usage)
-
-    def to_json(self) -> Json:
-        """The batch object as the service answers it."""
-        times = {f"{name}_at": self.times.get(name) for name in _TIMED}
-        errors = (
-            None if self.errors is None else {"object": "list", "data": self.errors}
-        )
-        return {
-            "id": self.id,
-            "object": "batch",
-            "endpoint": self.endpoint,
-            "errors": errors,
-            "input_file_id": self.input_file_id,
-            "completion_window": "24h",
-            "status": self.status,
-            "output_file_id": self.output_file_id,
-            "error_file_id": self.error_file_id,
-            "created_at": self.created_at,
-            "expires_at": self.created_at + 24 * 3600,
-            **times,
-            "request_counts": dict(self.counts),
-            "metadata": self.metadata,
-            "model": self.model,
-            "usage": self.usage,
-        }
-
-    def enter(self, status: str) -> None:
-        self.status = status
-        self.times[status] = int(time.time())
-
-    def add_usage(self, usage: Json) -> None:
-        total = self.usage
-        prompt = int(usage.get("prompt_tokens", 0))
-        completion = int(usage.get("completion_tokens", 0))
-        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
-        reasoning = (usage.get("completion_tokens_details") or {}).get(
-            "reasoning_tokens", 0
-        )
-        total["input_tokens"] += prompt
-        total["input_tokens_details"]["cached_tokens"] += int(cached or 0)
-        total["output_tokens"] += completion
-        total["output_tokens_details"]["reasoning_tokens"] += int(reasoning or 0)
-        total["total_tokens"] += int(usage.get("total_tokens", prompt + completion))
 
 
 @dataclass
@@ -124,6 +39,20 @@ class Runner:
     config: SimConfig
     ledger: Ledger
     infer: Callable[[_Call, str], _Answer]
+
+    def enter(self, batch: Batch, status: str) -> None:
+        """Move *batch* to *status*, and tell the ledger's watchers."""
+        batch.enter(status)
+        self.ledger.note_batch(batch.id, status)
+
+
+async def _nap(batch: Batch, seconds: float) -> None:
+    """Wait *seconds*, or less when the batch is cancelled meanwhile."""
+    if seconds <= 0 or batch.woken.is_set():
+        await asyncio.sleep(0)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(batch.woken.wait(), seconds)
 
 
 class _Results:
@@ -145,7 +74,7 @@ async def run(batch: Batch, source: IO[bytes], runner: Runner) -> None:
     config = runner.config
     results = _Results(runner.store)
     try:
-        await asyncio.sleep(config.batch_state_seconds)
+        await _nap(batch, config.batch_state_seconds)
         checked = await asyncio.to_thread(check_input, source, batch.endpoint, config)
         if batch.ordinal in config.batch_fail and not checked.errors:
             message = "The batch failed (simulated by SimConfig.batch_fail)."
@@ -161,7 +90,7 @@ async def run(batch: Batch, source: IO[bytes], runner: Runner) -> None:
             await _end_cancelled(batch, runner, results)
         elif checked.errors:
             batch.errors = checked.errors
-            batch.enter("failed")
+            runner.enter(batch, "failed")
         else:
             await _process(batch, source, checked, runner, results)
     finally:
@@ -182,7 +111,7 @@ async def _process(
     config = runner.config
     batch.model = checked.deployment
     batch.counts["total"] = len(checked.offsets)
-    batch.enter("in_progress")
+    runner.enter(batch, "in_progress")
     order = list(range(len(checked.offsets)))
     # Azure answers lines in no particular order; a seeded shuffle says so.
     random.Random(f"{config.seed}:{batch.ordinal}").shuffle(order)
@@ -196,22 +125,22 @@ async def _process(
         if done == expire_after:
             _end(batch, runner, "expired", results)
             return
-        await _pace(config, started, done)
+        await _pace(batch, config, started, done)
         source.seek(checked.offsets[index])
         line = source.readline()
         answered = answer_line(line, operation, batch.api_version, config, runner.infer)
         _note(batch, runner, answered, results)
-    batch.enter("finalizing")
-    await asyncio.sleep(config.batch_state_seconds)
+    runner.enter(batch, "finalizing")
+    await _nap(batch, config.batch_state_seconds)
     _end(batch, runner, "completed", results)
 
 
-async def _pace(config: SimConfig, started: float, done: int) -> None:
+async def _pace(batch: Batch, config: SimConfig, started: float, done: int) -> None:
     """Wait until line *done* is due at the configured pace."""
     rate = config.batch_lines_per_second
     wait = -1.0 if rate is None else started + done / rate - time.monotonic()
     if wait > 0:
-        await asyncio.sleep(wait)
+        await _nap(batch, wait)
     elif done % _LINES_PER_TURN == 0:
         await asyncio.sleep(0)
 
@@ -231,7 +160,7 @@ def _note(
 
 
 async def _end_cancelled(batch: Batch, runner: Runner, results: _Results) -> None:
-    await asyncio.sleep(runner.config.batch_state_seconds)
+    await _nap(batch, runner.config.batch_state_seconds)
     _end(batch, runner, "cancelled", results)
 
 
@@ -248,4 +177,4 @@ def _end(batch: Batch, runner: Runner, status: str, results: _Results) -> None:
     batch.error_file_id = store.add_written(
         results.error_id, results.error_path, f"{batch.id}_error.jsonl", "batch_output"
     ).id
-    batch.enter(status)
+    runner.enter(batch, status)

@@ -31,6 +31,10 @@ DEFAULT_TPM = 30_000_000
 DEFAULT_RPM = DEFAULT_TPM * 6 // 1000
 
 
+def _default_context_windows() -> dict[str, int]:
+    return {"gpt-4o-mini-2024-07-18": 128_000, "gpt-4o-2024-08-06": 128_000}
+
+
 def _default_deployments() -> dict[str, str]:
     return {
         "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
@@ -62,6 +66,9 @@ class SimConfig:
     #: When set, ``Authorization: Bearer <t>`` is accepted iff ``validator(t)``.
     bearer_validator: Callable[[str], bool] | None = None
     embedding_dimensions: int = 1536
+    #: Model → its context window in tokens: a chat request that would overflow
+    #: it (prompt plus answer budget) gets Azure's ``context_length_exceeded``.
+    context_windows: dict[str, int] = field(default_factory=_default_context_windows)
     #: Whether answers carry ``x-ratelimit-*`` headers (Azure's do; a proxy may not).
     rate_headers: bool = True
     #: The body of a 404 for a deployment that does not exist, and of a 401 for a

@@ -119,47 +119,55 @@ async def _write(part: BodyPartReader, path: Path, limit: int) -> int | None:
     return size
 
 
+@dataclass
+class _Upload:
+    fields: dict[str, str]
+    filename: str | None = None
+    size: int = 0
+
+
+async def _receive(request: web.Request, path: Path, max_bytes: int) -> _Upload | str:
+    """The form's fields with the file streamed to *path*, or what is wrong."""
+    upload = _Upload({})
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or part.name is None:
+            continue
+        if part.name != "file":
+            upload.fields[part.name] = await part.text()
+            continue
+        upload.filename = part.filename or "file"
+        size = await _write(part, path, max_bytes)
+        if size is None:
+            return f"The file is larger than the limit of {max_bytes} bytes."
+        upload.size = size
+    return _check_upload(upload.fields, upload.filename) or upload
+
+
 async def upload(request: web.Request, store: FileStore, max_bytes: int) -> Outcome:
     """``POST /files``: multipart ``purpose``, ``file``, optional ``expires_after``."""
     if not request.content_type.startswith("multipart/"):
         return invalid("The request must be multipart/form-data.")
-    fields: dict[str, str] = {}
     file_id, path = store.reserve()
-    filename: str | None = None
-    size = 0
+    kept = False
     try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or part.name is None:
-                continue
-            if part.name == "file":
-                filename = part.filename or "file"
-                written = await _write(part, path, max_bytes)
-                if written is None:
-                    return invalid(
-                        f"The file is larger than {max_bytes} bytes.", "file"
-                    )
-                size = written
-            else:
-                fields[part.name] = await part.text()
-        answer = _check_upload(fields, filename)
-        if isinstance(answer, str):
-            return invalid(answer, "purpose" if "purpose" in answer else None)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    now = int(time.time())
-    expires_at = _expiry(
-        fields.get("expires_after[anchor]"), fields.get("expires_after[seconds]"), now
-    )
-    if isinstance(expires_at, str):
-        path.unlink(missing_ok=True)
-        return invalid(expires_at, "expires_after")
-    assert filename is not None
-    stored = StoredFile(
-        file_id, filename, fields["purpose"], now, size, path, expires_at
-    )
-    return _json_answer(200, store.add(stored).to_json())
+        received = await _receive(request, path, max_bytes)
+        if isinstance(received, str):
+            return invalid(received)
+        fields, now = received.fields, int(time.time())
+        anchor = fields.get("expires_after[anchor]")
+        expires_at = _expiry(anchor, fields.get("expires_after[seconds]"), now)
+        if isinstance(expires_at, str):
+            return invalid(expires_at, "expires_after")
+        filename, purpose = received.filename or "file", fields["purpose"]
+        stored = StoredFile(
+            file_id, filename, purpose, now, received.size, path, expires_at
+        )
+        kept = True
+        return _json_answer(200, store.add(stored).to_json())
+    finally:
+        if not kept:
+            path.unlink(missing_ok=True)
 
 
 def _check_upload(fields: dict[str, str], filename: str | None) -> str | None:
