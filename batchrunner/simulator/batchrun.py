@@ -119,13 +119,13 @@ async def _process(
     operation = operation_of(batch.endpoint) or "chat"
     started = time.monotonic()
     for done, index in enumerate(order):
+        await _pace(batch, config, started, done)
         if batch.status == "cancelling":
             await _end_cancelled(batch, runner, results)
             return
         if done == expire_after:
             _end(batch, runner, "expired", results)
             return
-        await _pace(batch, config, started, done)
         source.seek(checked.offsets[index])
         line = source.readline()
         answered = answer_line(line, operation, batch.api_version, config, runner.infer)

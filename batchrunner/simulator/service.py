@@ -78,6 +78,10 @@ def limit_of(request: web.Request, default: int, upper: int) -> int | _Answer:
     return int(text)
 
 
+def _v1_key(config: SimConfig, authorization: str | None) -> bool:
+    return authorization is not None and authorization == f"Bearer {config.api_key}"
+
+
 def _gate(config: SimConfig, call: str, nth: int) -> Gate | None:
     for gate in config.gates:
         if gate.call == call and gate.nth == nth:
@@ -96,9 +100,12 @@ async def serve(
     """Check the caller, hold the call if a gate says so, act, record, answer."""
     ledger._enter()
     try:
-        auth, denied = _authenticate(config, request.headers)
-        api_version = request.query.get("api-version")
         versioned = not request.path.startswith("/openai/v1/")
+        auth, denied = _authenticate(config, request.headers)
+        if not versioned and _v1_key(config, request.headers.get("Authorization")):
+            # The v1 API takes the key as a bearer token too (OpenAI's client does).
+            auth, denied = "api-key", None
+        api_version = request.query.get("api-version")
         if denied is None and versioned and api_version is None:
             denied = _json_answer(400, _NO_API_VERSION)
         outcome = (
