@@ -638,3 +638,32 @@ def test_the_command_line_sets_the_batch_knobs() -> None:
     assert config.batch_enqueued_tokens == 5000
     assert config.batch_deployments == {"gpt-4o-mini"}
     assert (config.batch_expire_after, config.batch_fail) == ({2: 10}, {3})
+
+
+@pytest.mark.parametrize(
+    ("end", "code"), [("expired", "batch_expired"), ("cancelled", "batch_cancelled")]
+)
+async def test_unanswered_lines_can_be_listed_in_the_error_file(
+    client: openai.AsyncAzureOpenAI, sim: SimulatorServer, end: str, code: str
+) -> None:
+    """With the OpenAI knob, a batch's unanswered lines get batch_expired/cancelled."""
+    sim.config.batch_unfinished_in_error_file = True
+    if end == "expired":
+        sim.config.batch_expire_after = {1: 2}
+    else:
+        sim.config.batch_lines_per_second = 0.001  # line 2 is not due for 1000 s
+    ids = {f"r{i}" for i in range(6)}
+    batch = await _submit(client, _jsonl([_line(i, "q") for i in sorted(ids)]))
+    if end == "cancelled":
+        while batch.request_counts is None or batch.request_counts.completed < 1:
+            await asyncio.sleep(0.01)
+            batch = await client.batches.retrieve(batch.id)
+        await client.batches.cancel(batch.id)
+    done = await _ended(client, batch)
+    assert done.status == end
+    answered = {line["custom_id"] for line in await _lines(client, done.output_file_id)}
+    unanswered = await _lines(client, done.error_file_id)
+    assert {line["custom_id"] for line in unanswered} == ids - answered
+    assert {line["error"]["code"] for line in unanswered} == {code}
+    assert all(line["response"] is None for line in unanswered)
+    assert set(sim.ledger.batch_line_counts()) == answered

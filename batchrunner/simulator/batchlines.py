@@ -242,6 +242,32 @@ def answer_line(
     return LineAnswer(request["custom_id"], ok, text, usage)
 
 
+_UNFINISHED = {
+    "expired": (
+        "batch_expired",
+        "This request could not be executed before the completion window expired.",
+    ),
+    "cancelled": (
+        "batch_cancelled",
+        "The batch was cancelled before this request ran.",
+    ),
+}
+
+
+def unfinished_line(raw: bytes, status: str) -> bytes:
+    """The error line of a request its batch ended (*status*) before answering."""
+    request = _request(raw)
+    assert request is not None, "validation let an invalid line through"
+    code, message = _UNFINISHED[status]
+    line = {
+        "id": "batch_req_" + uuid.uuid4().hex,
+        "custom_id": request["custom_id"],
+        "response": None,
+        "error": {"code": code, "message": message},
+    }
+    return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
 def _json_answer_404() -> _Answer:
     return _Answer(404, json.dumps(_NO_DEPLOYMENT).encode())
 

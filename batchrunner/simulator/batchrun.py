@@ -19,6 +19,7 @@ from batchrunner.simulator.batchlines import (
     answer_line,
     check_input,
     operation_of,
+    unfinished_line,
 )
 from batchrunner.simulator.batchobject import Batch
 from batchrunner.simulator.config import SimConfig
@@ -75,30 +76,40 @@ async def run(batch: Batch, source: IO[bytes], runner: Runner) -> None:
     results = _Results(runner.store)
     try:
         await _nap(batch, config.batch_state_seconds)
-        checked = await asyncio.to_thread(check_input, source, batch.endpoint, config)
-        if batch.ordinal in config.batch_fail and not checked.errors:
-            message = "The batch failed (simulated by SimConfig.batch_fail)."
-            checked.errors.append(
-                {
-                    "code": "invalid_request",
-                    "message": message,
-                    "param": None,
-                    "line": None,
-                }
-            )
-        if batch.status == "cancelling":
-            await _end_cancelled(batch, runner, results)
-        elif checked.errors:
-            batch.errors = checked.errors
-            runner.enter(batch, "failed")
-        else:
-            await _process(batch, source, checked, runner, results)
+        await _validate_and_run(batch, source, runner, results)
+    except Exception as exc:
+        # A simulator bug: fail the batch visibly rather than leave it running.
+        message = f"The simulator failed: {exc!r}"
+        batch.errors = [
+            {"code": "simulator_error", "message": message, "param": None, "line": None}
+        ]
+        runner.enter(batch, "failed")
+        raise
     finally:
         source.close()
         results.close()
         for path in (results.output_path, results.error_path):
             if batch.status == "failed":
                 path.unlink(missing_ok=True)
+
+
+async def _validate_and_run(
+    batch: Batch, source: IO[bytes], runner: Runner, results: _Results
+) -> None:
+    """Fail the batch on what validation finds, else answer its lines."""
+    config = runner.config
+    checked = await asyncio.to_thread(check_input, source, batch.endpoint, config)
+    if batch.ordinal in config.batch_fail and not checked.errors:
+        message = "The batch failed (simulated by SimConfig.batch_fail)."
+        failure = {"code": "invalid_request", "message": message, "param": None}
+        checked.errors.append({**failure, "line": None})
+    if batch.status == "cancelling":
+        await _end_cancelled(batch, runner, results)
+    elif checked.errors:
+        batch.errors = checked.errors
+        runner.enter(batch, "failed")
+    else:
+        await _process(batch, source, checked, runner, results)
 
 
 async def _process(
@@ -120,11 +131,15 @@ async def _process(
     started = time.monotonic()
     for done, index in enumerate(order):
         await _pace(batch, config, started, done)
-        if batch.status == "cancelling":
-            await _end_cancelled(batch, runner, results)
-            return
-        if done == expire_after:
-            _end(batch, runner, "expired", results)
+        stop = "cancelled" if batch.status == "cancelling" else None
+        stop = "expired" if done == expire_after else stop
+        if stop is not None:
+            if config.batch_unfinished_in_error_file:
+                unanswered = [checked.offsets[i] for i in order[done:]]
+                _write_unfinished(source, unanswered, stop, results)
+            if stop == "cancelled":
+                await _nap(batch, config.batch_state_seconds)
+            _end(batch, runner, stop, results)
             return
         source.seek(checked.offsets[index])
         line = source.readline()
@@ -157,6 +172,15 @@ def _note(
     else:
         results.errors.write(answered.text)
         batch.counts["failed"] += 1
+
+
+def _write_unfinished(
+    source: IO[bytes], offsets: list[int], status: str, results: _Results
+) -> None:
+    """Write an error line for each line a batch ended without answering."""
+    for offset in offsets:
+        source.seek(offset)
+        results.errors.write(unfinished_line(source.readline(), status))
 
 
 async def _end_cancelled(batch: Batch, runner: Runner, results: _Results) -> None:

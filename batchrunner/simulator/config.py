@@ -90,6 +90,10 @@ class SimConfig:
     batch_expire_after: dict[int, int] = field(default_factory=dict)
     #: The n-th batches created that fail (as a validation failure would).
     batch_fail: set[int] = field(default_factory=set)
+    #: Whether an expired or cancelled batch lists its unanswered lines in its
+    #: error file (``batch_expired`` / ``batch_cancelled``), as OpenAI documents;
+    #: Azure's documents do not say, so by default they are left out.
+    batch_unfinished_in_error_file: bool = False
     batch_max_requests: int = BATCH_MAX_REQUESTS
     batch_max_file_bytes: int = BATCH_MAX_FILE_BYTES
     #: Calls of the Files and Batches API to hold until a test releases them.
