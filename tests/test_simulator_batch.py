@@ -667,3 +667,42 @@ async def test_unanswered_lines_can_be_listed_in_the_error_file(
     assert {line["error"]["code"] for line in unanswered} == {code}
     assert all(line["response"] is None for line in unanswered)
     assert set(sim.ledger.batch_line_counts()) == answered
+
+
+async def test_output_files_keep_the_expiry_the_batch_asked_for(
+    client: openai.AsyncAzureOpenAI,
+) -> None:
+    """output_expires_after dates the output and error files; a bad one is a 400."""
+    keep = {"anchor": "created_at", "seconds": 1_209_600}
+    batch = await _submit(client, _jsonl(_GOOD), output_expires_after=keep)
+    done = await _ended(client, batch)
+    for file_id in (done.output_file_id, done.error_file_id):
+        stored = await client.files.retrieve(file_id or "")
+        assert stored.purpose == "batch_output"
+        assert stored.expires_at == stored.created_at + 1_209_600
+    with pytest.raises(openai.BadRequestError) as caught:
+        await _submit(
+            client,
+            _jsonl(_GOOD),
+            output_expires_after={"anchor": "created_at", "seconds": 5},
+        )
+    assert caught.value.param == "output_expires_after"
+
+
+async def test_batch_files_are_limited_in_number_unless_they_expire(
+    client: openai.AsyncAzureOpenAI, sim: SimulatorServer
+) -> None:
+    """Past the limit of kept batch files an upload is a 400; one with expiry fits."""
+    sim.config.batch_max_files = (2, 3)
+    for _ in range(2):
+        await client.files.create(file=("a.jsonl", _jsonl(_GOOD)), purpose="batch")
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.files.create(file=("a.jsonl", _jsonl(_GOOD)), purpose="batch")
+    assert "expires_after" in caught.value.message
+    expiring = await client.files.create(
+        file=("a.jsonl", _jsonl(_GOOD)),
+        purpose="batch",
+        expires_after={"anchor": "created_at", "seconds": 2_592_000},
+    )
+    assert expiring.expires_at is not None
+    assert len((await client.files.list(purpose="batch")).data) == 3

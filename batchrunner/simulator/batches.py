@@ -18,9 +18,9 @@ from batchrunner.simulator import files
 from batchrunner.simulator.batchlines import enqueued_tokens, operation_of
 from batchrunner.simulator.batchobject import ENDED, Batch
 from batchrunner.simulator.batchrun import Runner, run
-from batchrunner.simulator.config import SimConfig
+from batchrunner.simulator.config import Json, SimConfig
 from batchrunner.simulator.content import _Call
-from batchrunner.simulator.files import FileStore
+from batchrunner.simulator.files import FileStore, expiry
 from batchrunner.simulator.ledger import Ledger
 from batchrunner.simulator.service import (
     PREFIXES,
@@ -74,6 +74,8 @@ class BatchService:
             if self.enqueued() + tokens > quota:
                 source.close()
                 return _token_limit(tokens, self.enqueued(), quota)
+        keep = _output_expiry(body)
+        assert not isinstance(keep, str), "checked by _check_create"
         batch = Batch(
             id="batch_" + str(uuid.uuid4()),
             ordinal=len(self.batches) + 1,
@@ -83,6 +85,7 @@ class BatchService:
             api_version=request.query.get("api-version", "v1"),
             created_at=int(time.time()),
             enqueued=tokens,
+            output_expires_after=keep,
         )
         self.batches[batch.id] = batch
         self.runner.ledger.note_batch(batch.id, batch.status)
@@ -152,7 +155,20 @@ def _check_create(body: object, store: FileStore) -> _Answer | None:
             " the only supported value is '24h'."
         )
         return invalid(message, "completion_window")
+    keep = _output_expiry(body)
+    if isinstance(keep, str):
+        return invalid(keep, "output_expires_after")
     return _check_metadata(body.get("metadata"))
+
+
+def _output_expiry(body: Json) -> int | str | None:
+    """The seconds of ``output_expires_after``, None without one, or what is wrong."""
+    keep = body.get("output_expires_after")
+    if keep is None:
+        return None
+    if not isinstance(keep, dict):
+        return "output_expires_after must be an object with anchor and seconds."
+    return expiry(keep.get("anchor"), keep.get("seconds"), "output_expires_after")
 
 
 def _check_metadata(metadata: object) -> _Answer | None:
@@ -209,7 +225,7 @@ def add_batch_api(
     app.on_cleanup.append(close)
 
     async def upload(r: web.Request) -> Outcome:
-        return await files.upload(r, store, config.batch_max_file_bytes)
+        return await files.upload(r, store, config)
 
     async def list_files(r: web.Request) -> Outcome:
         return files.listing(r, store)

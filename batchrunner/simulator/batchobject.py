@@ -41,6 +41,8 @@ class Batch:
     created_at: int
     #: Tokens it holds of the enqueued-token quota until it ends.
     enqueued: int = 0
+    #: Seconds its output and error files are kept, if it asked for a limit.
+    output_expires_after: int | None = None
     status: str = "validating"
     times: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(

@@ -192,13 +192,11 @@ def _end(batch: Batch, runner: Runner, status: str, results: _Results) -> None:
     """Store the output and error files (an empty one too) and end the batch."""
     results.close()
     store = runner.store
+    keep = batch.output_expires_after
     batch.output_file_id = store.add_written(
-        results.output_id,
-        results.output_path,
-        f"{batch.id}_output.jsonl",
-        "batch_output",
+        results.output_id, results.output_path, f"{batch.id}_output.jsonl", keep
     ).id
     batch.error_file_id = store.add_written(
-        results.error_id, results.error_path, f"{batch.id}_error.jsonl", "batch_output"
+        results.error_id, results.error_path, f"{batch.id}_error.jsonl", keep
     ).id
     runner.enter(batch, status)

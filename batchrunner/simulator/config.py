@@ -25,6 +25,8 @@ REGION = "Sweden Central"
 #: The Batch API's limits on one input file.
 BATCH_MAX_REQUESTS = 100_000
 BATCH_MAX_FILE_BYTES = 200 * 1024 * 1024
+#: Batch input files a resource keeps: without an expiry, and with one.
+BATCH_MAX_FILES = (500, 10_000)
 #: Every Azure deployment has a quota and reports it on each answer; this one is
 #: large enough that no test or demo meets it. Azure allots 6 RPM per 1,000 TPM.
 DEFAULT_TPM = 30_000_000
@@ -96,5 +98,7 @@ class SimConfig:
     batch_unfinished_in_error_file: bool = False
     batch_max_requests: int = BATCH_MAX_REQUESTS
     batch_max_file_bytes: int = BATCH_MAX_FILE_BYTES
+    #: How many ``purpose=batch`` files may be kept without and with an expiry.
+    batch_max_files: tuple[int, int] = BATCH_MAX_FILES
     #: Calls of the Files and Batches API to hold until a test releases them.
     gates: list[Gate] = field(default_factory=list)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import BodyPartReader, web
 
-from batchrunner.simulator.config import Json
+from batchrunner.simulator.config import Json, SimConfig
 from batchrunner.simulator.service import Outcome, invalid, limit_of, not_found, page
 from batchrunner.simulator.wire import _json_answer
 
@@ -74,12 +74,17 @@ class FileStore:
         return stored
 
     def add_written(
-        self, file_id: str, path: Path, filename: str, purpose: str
+        self,
+        file_id: str,
+        path: Path,
+        filename: str,
+        expires_after: int | None = None,
     ) -> StoredFile:
-        """Store the file already written to *path* (a batch's output)."""
-        size = path.stat().st_size
+        """Store a batch's output file, already written to *path*."""
+        size, now = path.stat().st_size, int(time.time())
+        expires_at = None if expires_after is None else now + expires_after
         return self.add(
-            StoredFile(file_id, filename, purpose, int(time.time()), size, path)
+            StoredFile(file_id, filename, "batch_output", now, size, path, expires_at)
         )
 
     def remove(self, file_id: str) -> None:
@@ -95,16 +100,18 @@ class FileStore:
             self._root = None
 
 
-def _expiry(anchor: str | None, seconds: str | None, now: int) -> int | str | None:
-    """The expiry time asked for, None for none, or what is wrong with it."""
+def expiry(anchor: object, seconds: object, name: str) -> int | str | None:
+    """The seconds an ``expires_after`` asks for, None for none, or what is wrong."""
     if anchor is None and seconds is None:
         return None
     if anchor != "created_at":
-        return "expires_after[anchor] must be 'created_at'."
+        return f"{name}[anchor] must be 'created_at'."
     low, high = EXPIRY_SECONDS
-    if seconds is None or not seconds.isdigit() or not low <= int(seconds) <= high:
-        return f"expires_after[seconds] must be an integer from {low} to {high}."
-    return now + int(seconds)
+    if isinstance(seconds, str) and seconds.isdigit():
+        seconds = int(seconds)
+    if not isinstance(seconds, int) or not low <= seconds <= high:
+        return f"{name}[seconds] must be an integer from {low} to {high}."
+    return seconds
 
 
 async def _write(part: BodyPartReader, path: Path, limit: int) -> int | None:
@@ -144,21 +151,53 @@ async def _receive(request: web.Request, path: Path, max_bytes: int) -> _Upload 
     return _check_upload(upload.fields, upload.filename) or upload
 
 
-async def upload(request: web.Request, store: FileStore, max_bytes: int) -> Outcome:
+def _over_file_limit(
+    store: FileStore, purpose: str, expires: bool, limits: tuple[int, int]
+) -> str | None:
+    if purpose != "batch":
+        return None
+    kept = sum(
+        1
+        for f in store.files.values()
+        if f.purpose == "batch" and (f.expires_at is not None) == expires
+    )
+    without, with_expiry = limits
+    limit = with_expiry if expires else without
+    if kept < limit:
+        return None
+    advice = (
+        ""
+        if expires
+        else (f", or upload with expires_after to be allowed {with_expiry}")
+    )
+    return (
+        f"The resource already has {kept} files with purpose 'batch', the most it"
+        f" may keep{' with an expiry' if expires else ''}. Delete files you no"
+        f" longer need{advice}."
+    )
+
+
+async def upload(request: web.Request, store: FileStore, config: SimConfig) -> Outcome:
     """``POST /files``: multipart ``purpose``, ``file``, optional ``expires_after``."""
     if not request.content_type.startswith("multipart/"):
         return invalid("The request must be multipart/form-data.")
     file_id, path = store.reserve()
     kept = False
     try:
-        received = await _receive(request, path, max_bytes)
+        received = await _receive(request, path, config.batch_max_file_bytes)
         if isinstance(received, str):
             return invalid(received)
         fields, now = received.fields, int(time.time())
         anchor = fields.get("expires_after[anchor]")
-        expires_at = _expiry(anchor, fields.get("expires_after[seconds]"), now)
-        if isinstance(expires_at, str):
-            return invalid(expires_at, "expires_after")
+        seconds = expiry(anchor, fields.get("expires_after[seconds]"), "expires_after")
+        if isinstance(seconds, str):
+            return invalid(seconds, "expires_after")
+        expires_at = None if seconds is None else now + seconds
+        full = _over_file_limit(
+            store, fields["purpose"], seconds is not None, config.batch_max_files
+        )
+        if full is not None:
+            return invalid(full, "file")
         filename, purpose = received.filename or "file", fields["purpose"]
         stored = StoredFile(
             file_id, filename, purpose, now, received.size, path, expires_at
