@@ -603,9 +603,12 @@ async def test_the_ledger_records_each_call_and_the_stats_count_lines(
     client: openai.AsyncAzureOpenAI, sim: SimulatorServer
 ) -> None:
     """Files and Batches calls are in the ledger; the stats count batch lines."""
-    done = await _ended(client, await _submit(client, _jsonl(_GOOD)))
+    batch = await _submit(client, _jsonl(_GOOD), metadata={"output": "out.jsonl"})
+    done = await _ended(client, batch)
     calls = [e.operation for e in sim.ledger.entries]
     assert calls[:2] == ["files.create", "batches.create"]
+    created = sim.ledger.entries[1].body
+    assert created is not None and created["metadata"] == {"output": "out.jsonl"}
     assert set(calls[2:]) == {"batches.retrieve"}
     async with httpx2.AsyncClient() as http:
         stats = (await http.get(sim.url + STATS_PATH)).json()

@@ -5,6 +5,7 @@ ledger, the same for every call, and the shared list pagination.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import Counter
@@ -78,6 +79,17 @@ def limit_of(request: web.Request, default: int, upper: int) -> int | _Answer:
     return int(text)
 
 
+async def _json_body(request: web.Request) -> Json | None:
+    """A JSON request's body (a create's options), for the ledger; else None."""
+    if request.content_type != "application/json" or not request.body_exists:
+        return None
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def _v1_key(config: SimConfig, authorization: str | None) -> bool:
     return authorization is not None and authorization == f"Bearer {config.api_key}"
 
@@ -119,7 +131,7 @@ async def serve(
                 operation=call,
                 api_version=api_version,
                 auth=auth,
-                body=None,
+                body=await _json_body(request),
                 status=status,
                 prompt="",
             )
