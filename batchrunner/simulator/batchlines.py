@@ -203,6 +203,16 @@ class LineAnswer:
     usage: Json | None
 
 
+def _dump(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_RESET = {
+    "code": "server_error",
+    "message": "The model's connection was reset before it answered.",
+}
+
+
 def answer_line(
     raw: bytes,
     operation: str,
@@ -216,30 +226,27 @@ def answer_line(
     call = _call(operation, request, api_version)
     model = config.deployments.get(call.deployment or "")
     answer = infer(call, model) if model is not None else _json_answer_404()
-    response: Json | None = None
-    error: Json | None = None
-    if isinstance(answer.status, int):
-        body: Any = _body(answer)
-        response = {
-            "status_code": answer.status,
-            "request_id": call.request_id,
-            "body": body,
-        }
-    else:
-        error = {
-            "code": "server_error",
-            "message": "The model's connection was reset before it answered.",
-        }
-    line = {
-        "id": "batch_req_" + uuid.uuid4().hex,
-        "custom_id": request["custom_id"],
-        "response": response,
-        "error": error,
-    }
-    text = json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    custom_id = request["custom_id"]
+    head = b'{"id":"batch_req_%s","custom_id":%s' % (
+        uuid.uuid4().hex.encode(),
+        _dump(custom_id),
+    )
+    if not isinstance(answer.status, int):
+        text = head + b',"response":null,"error":' + _dump(_RESET) + b"}\n"
+        return LineAnswer(custom_id, False, text, None)
+    # The online answer's bytes go into the line as they are, not re-encoded.
+    text = (
+        b'%s,"response":{"status_code":%d,"request_id":"%s","body":%s},"error":null}\n'
+        % (
+            head,
+            answer.status,
+            call.request_id.encode(),
+            _body(answer),
+        )
+    )
     ok = answer.status == 200
-    usage = response["body"].get("usage") if ok and response is not None else None
-    return LineAnswer(request["custom_id"], ok, text, usage)
+    usage = json.loads(answer.body).get("usage") if ok else None
+    return LineAnswer(custom_id, ok, text, usage)
 
 
 _UNFINISHED = {
@@ -265,16 +272,16 @@ def unfinished_line(raw: bytes, status: str) -> bytes:
         "response": None,
         "error": {"code": code, "message": message},
     }
-    return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return _dump(line) + b"\n"
 
 
 def _json_answer_404() -> _Answer:
     return _Answer(404, json.dumps(_NO_DEPLOYMENT).encode())
 
 
-def _body(answer: _Answer) -> Any:
+def _body(answer: _Answer) -> bytes:
     """The answer's JSON body; a gateway's text answer wrapped as an error."""
     if answer.content_type == "application/json":
-        return json.loads(answer.body)
+        return answer.body
     text = answer.body.decode("utf-8", "replace")
-    return {"error": {"code": str(answer.status), "message": text}}
+    return _dump({"error": {"code": str(answer.status), "message": text}})
