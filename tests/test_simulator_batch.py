@@ -367,16 +367,18 @@ async def test_cancel_ends_a_running_batch_with_what_it_finished(
     client: openai.AsyncAzureOpenAI, sim: SimulatorServer
 ) -> None:
     """A cancel goes through cancelling to cancelled; finished lines are kept."""
-    sim.config.batch_lines_per_second = 0.001
+    sim.config.batch_lines_per_second = 0.001  # one line now, the next much later
     sim.config.batch_state_seconds = 0.05
     batch = await _submit(client, _jsonl(_GOOD))
-    await asyncio.to_thread(
-        sim.ledger.wait_for_batches, lambda s: s.get(batch.id) == "in_progress"
-    )
+    await asyncio.to_thread(sim.ledger.wait_for_lines, 1)
     cancelling = await client.batches.cancel(batch.id)
     assert cancelling.status == "cancelling"
     assert cancelling.cancelling_at is not None
-    done = await _ended(client, cancelling)
+    statuses = await asyncio.to_thread(
+        sim.ledger.wait_for_batches, lambda s: s[batch.id] == "cancelled"
+    )
+    assert list(statuses.values()) == ["cancelled"]
+    done = await client.batches.retrieve(batch.id)
     assert done.status == "cancelled" and done.cancelled_at is not None
     output = await _lines(client, done.output_file_id)
     assert len(output) == 1 and output[0]["custom_id"] in ("a", "b")
@@ -613,6 +615,7 @@ async def test_the_ledger_records_each_call_and_the_stats_count_lines(
     async with httpx2.AsyncClient() as http:
         stats = (await http.get(sim.url + STATS_PATH)).json()
     assert (stats["batch_lines"], stats["batch_lines_repeated"]) == (2, 0)
+    assert stats["batches"] == {"completed": 1}
     assert sim.ledger.batch_statuses == {done.id: "completed"}
 
 

@@ -64,6 +64,7 @@ class Ledger:
                 "batch_lines_repeated": sum(
                     1 for n in self.batch_lines.values() if n > 1
                 ),
+                "batches": dict(Counter(self.batch_statuses.values())),
             }
 
     def count(self, status: int | str | None = None) -> int:
@@ -118,8 +119,18 @@ class Ledger:
 
     def add_batch_line(self, custom_id: str) -> None:
         """Count a batch line answered (in an output or error file)."""
-        with self._lock:
+        with self._batch_changed:
             self.batch_lines[custom_id] += 1
+            self._batch_changed.notify_all()
+
+    def wait_for_lines(self, count: int, timeout: float = 30.0) -> None:
+        """Block until batches have answered *count* lines in all (test thread)."""
+        with self._batch_changed:
+            if not self._batch_changed.wait_for(
+                lambda: self.batch_lines.total() >= count, timeout
+            ):
+                msg = f"only {self.batch_lines.total()} of {count} batch lines answered"
+                raise TimeoutError(msg)
 
     def batch_line_counts(self) -> Counter[str]:
         """How many times each ``custom_id`` was answered in a batch."""
