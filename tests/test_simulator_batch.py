@@ -199,6 +199,12 @@ _INVALID_INPUTS = [
         3,
     ),
     ("an empty file", b"\n", "empty_file", None),
+    (
+        "a line that is not UTF-8",
+        _jsonl(_GOOD) + json.dumps(_line("c", "three")).encode("utf-16-le") + b"\n",
+        "invalid_json_line",
+        3,
+    ),
     ("a byte order mark", _bom(_jsonl(_GOOD)), "model_not_found", 1),
 ]
 

@@ -62,7 +62,8 @@ def _lines(handle: IO[bytes]) -> Iterator[tuple[int, int, bytes]]:
 def _request(raw: bytes) -> Json | None:
     """The request a line holds, or None when it is not one."""
     try:
-        line = json.loads(raw)
+        # json.loads would also take UTF-16 or UTF-32 bytes; the service takes UTF-8.
+        line = json.loads(raw.decode("utf-8"))
     except ValueError:
         return None
     ok = (
