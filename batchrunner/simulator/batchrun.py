@@ -47,13 +47,19 @@ class Runner:
         self.ledger.note_batch(batch.id, status)
 
 
+#: Waits shorter than this are not cut short by a cancel (it is seen right after).
+_SHORT_NAP = 0.05
+
+
 async def _nap(batch: Batch, seconds: float) -> None:
     """Wait *seconds*, or less when the batch is cancelled meanwhile."""
-    if seconds <= 0 or batch.woken.is_set():
+    if batch.woken.is_set():
         await asyncio.sleep(0)
-        return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(batch.woken.wait(), seconds)
+    elif seconds < _SHORT_NAP:
+        await asyncio.sleep(max(0.0, seconds))
+    else:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(batch.woken.wait(), seconds)
 
 
 class _Results:
