@@ -171,6 +171,8 @@ async def test_a_gate_after_create_holds_the_answer_of_a_batch_that_exists(
     assert await asyncio.to_thread(gate.held.wait, 30)
     listed = (await client.batches.list()).data
     assert [b.metadata for b in listed] == [{"n": "2"}, None]
+    created = [e for e in sim.ledger.entries if e.operation == "batches.create"]
+    assert [e.status for e in created] == [200, 200]
     gate.release()
     assert (await second).id == listed[0].id
     assert first.id == listed[1].id

@@ -20,7 +20,8 @@ GATED_CALLS = (
 
 class Gate:
     """
-    Holds the *nth* call of *call* (``"batches.create"``, 1 = the first).
+    Holds the *nth* call of *call* (``"batches.create"``, 1 = the first) that
+    passes the auth and api-version checks.
 
     With ``after=False`` the call waits before it takes effect; with ``after=True``
     it takes effect (the batch exists) and its answer waits. ``held`` is set

@@ -109,52 +109,59 @@ async def serve(
     counter: CallCounter,
     act: Callable[[], Awaitable[Outcome]],
 ) -> web.StreamResponse:
-    """Check the caller, hold the call if a gate says so, act, record, answer."""
+    """
+    Check the caller, act, record, answer; a gate on the call holds it before
+    it acts or, with ``after``, once it is recorded and before it answers.
+    """
     ledger._enter()
     try:
-        versioned = not request.path.startswith("/openai/v1/")
-        auth, denied = _authenticate(config, request.headers)
-        if not versioned and _v1_key(config, request.headers.get("Authorization")):
-            # The v1 API takes the key as a bearer token too (OpenAI's client does).
-            auth, denied = "api-key", None
-        api_version = request.query.get("api-version")
-        if denied is None and versioned and api_version is None:
-            denied = _json_answer(400, _NO_API_VERSION)
-        outcome = (
-            denied if denied is not None else await _act(config, call, counter, act)
-        )
-        status = outcome.status if isinstance(outcome, _Answer) else 200
-        ledger._record(
-            LedgerEntry(
-                time=time.monotonic(),
-                deployment=None,
-                operation=call,
-                api_version=api_version,
-                auth=auth,
-                body=await _json_body(request),
-                status=status,
-                prompt="",
-            )
-        )
+        auth, denied = _check_caller(request, config)
+        gate = None
+        outcome: Outcome
+        if denied is not None:
+            outcome = denied
+        else:
+            gate = _gate(config, call, counter.next(call))
+            if gate is not None and not gate.after:
+                await gate.hold()
+            outcome = await act()
+        await _record(ledger, request, call, auth, outcome)
+        if gate is not None and gate.after:
+            await gate.hold()
         return _respond(outcome)
     finally:
         ledger._exit()
 
 
-async def _act(
-    config: SimConfig,
-    call: str,
-    counter: CallCounter,
-    act: Callable[[], Awaitable[Outcome]],
-) -> Outcome:
-    """Act, held before or after by the gate set on this call, if any."""
-    gate = _gate(config, call, counter.next(call))
-    if gate is not None and not gate.after:
-        await gate.hold()
-    outcome = await act()
-    if gate is not None and gate.after:
-        await gate.hold()
-    return outcome
+def _check_caller(
+    request: web.Request, config: SimConfig
+) -> tuple[str, _Answer | None]:
+    """(auth kind, the refusal if any): credentials, then the api-version."""
+    versioned = not request.path.startswith("/openai/v1/")
+    auth, denied = _authenticate(config, request.headers)
+    if not versioned and _v1_key(config, request.headers.get("Authorization")):
+        # The v1 API takes the key as a bearer token too (OpenAI's client does).
+        auth, denied = "api-key", None
+    if denied is None and versioned and "api-version" not in request.query:
+        denied = _json_answer(400, _NO_API_VERSION)
+    return auth, denied
+
+
+async def _record(
+    ledger: Ledger, request: web.Request, call: str, auth: str, outcome: Outcome
+) -> None:
+    status = outcome.status if isinstance(outcome, _Answer) else 200
+    entry = LedgerEntry(
+        time=time.monotonic(),
+        deployment=None,
+        operation=call,
+        api_version=request.query.get("api-version"),
+        auth=auth,
+        body=await _json_body(request),
+        status=status,
+        prompt="",
+    )
+    ledger._record(entry)
 
 
 def _respond(outcome: Outcome) -> web.StreamResponse:
