@@ -239,25 +239,31 @@ async def test_create_refuses_an_unknown_input_file(
     assert caught.value.param == "input_file_id"
 
 
+def _budgeted(custom_id: str, max_tokens: int) -> dict[str, Any]:
+    request = line(custom_id, "q")
+    return {**request, "body": {**request["body"], "max_tokens": max_tokens}}
+
+
 async def test_enqueued_token_quota_refuses_a_create_with_token_limit_exceeded(
     client: openai.AsyncAzureOpenAI, sim: SimulatorServer
 ) -> None:
-    """Over the enqueued-token quota a create is a 400 naming token_limit_exceeded."""
-    data = jsonl(
-        [
-            {
-                **line(f"r{i}", "q"),
-                "body": {**line(f"r{i}", "q")["body"], "max_tokens": 100},
-            }
-            for i in range(2)
-        ]
-    )
+    """A create past its deployment's enqueued-token quota: token_limit_exceeded."""
+    data = jsonl([_budgeted(f"r{i}", 100) for i in range(2)])
     sim.config.batch_lines_per_second = 0.001  # the first batch stays running
     sim.config.batch_enqueued_tokens = 300
     first = await submit(client, data)
     with pytest.raises(openai.BadRequestError) as caught:
         await submit(client, data)
     assert "token_limit_exceeded" in str(caught.value)
+    instruct = {"model": "gpt-35-turbo-instruct", "prompt": "q", "max_tokens": 100}
+    other = {
+        "custom_id": "i",
+        "method": "POST",
+        "url": "/completions",
+        "body": instruct,
+    }
+    elsewhere = await submit(client, jsonl([other]), endpoint="/completions")
+    assert elsewhere.status == "validating"  # another deployment, another quota
     await client.batches.cancel(first.id)
     assert (await ended(client, first)).status == "cancelled"
     again = await submit(client, data)

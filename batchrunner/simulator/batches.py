@@ -51,9 +51,13 @@ class BatchService:
     def config(self) -> SimConfig:
         return self.runner.config
 
-    def enqueued(self) -> int:
-        """Tokens the batches not yet ended hold of the enqueued-token quota."""
-        return sum(b.enqueued for b in self.batches.values() if b.status not in ENDED)
+    def enqueued(self, deployment: str | None) -> int:
+        """Tokens the batches not yet ended hold of *deployment*'s quota."""
+        return sum(
+            b.enqueued
+            for b in self.batches.values()
+            if b.enqueued_on == deployment and b.status not in ENDED
+        )
 
     async def create(self, request: web.Request) -> Outcome:
         try:
@@ -66,14 +70,15 @@ class BatchService:
         stored = self.runner.store.files[body["input_file_id"]]
         source = stored.path.open("rb")
         quota = self.config.batch_enqueued_tokens
-        tokens = 0
+        deployment, tokens = None, 0
         if quota is not None:
-            tokens = await asyncio.to_thread(
+            deployment, tokens = await asyncio.to_thread(
                 enqueued_tokens, source, body["endpoint"], self.config
             )
-            if self.enqueued() + tokens > quota:
+            held = self.enqueued(deployment)
+            if held + tokens > quota:
                 source.close()
-                return _token_limit(tokens, self.enqueued(), quota)
+                return _token_limit(tokens, held, quota)
         keep = _output_expiry(body)
         assert not isinstance(keep, str), "checked by _check_create"
         batch = Batch(
@@ -85,6 +90,7 @@ class BatchService:
             api_version=request.query.get("api-version", "v1"),
             created_at=int(time.time()),
             enqueued=tokens,
+            enqueued_on=deployment,
             output_expires_after=keep,
         )
         self.batches[batch.id] = batch

@@ -163,23 +163,28 @@ def _check_file(checked: CheckedInput, config: SimConfig) -> list[Json]:
     return []
 
 
-def enqueued_tokens(handle: IO[bytes], endpoint: str, config: SimConfig) -> int:
-    """The tokens the file's requests would enqueue: prompts plus answer budgets."""
+def enqueued_tokens(
+    handle: IO[bytes], endpoint: str, config: SimConfig
+) -> tuple[str | None, int]:
+    """
+    The deployment of the file's first request and the tokens its requests
+    would enqueue (prompts plus answer budgets), as the quota counts them.
+    """
     operation = operation_of(endpoint) or "chat"
+    first: str | None = None
     total = 0
     for _, _, raw in _lines(handle):
         request = _request(raw)
-        if request is None:
+        deployment = None if request is None else request["body"].get("model")
+        model = config.deployments.get(str(deployment))
+        if request is None or model is None:
             continue
-        model = config.deployments.get(str(request["body"].get("model")))
-        if model is None:
-            continue
-        call = _call(operation, request, "")
+        first = first or deployment
         try:
-            total += _plan(call, config, model).charge
+            total += _plan(_call(operation, request, ""), config, model).charge
         except _Reject:
             continue
-    return total
+    return first, total
 
 
 def _call(operation: str, request: Json, api_version: str) -> _Call:

@@ -39,8 +39,9 @@ class Batch:
     metadata: Json | None
     api_version: str
     created_at: int
-    #: Tokens it holds of the enqueued-token quota until it ends.
+    #: Tokens it holds of its deployment's enqueued-token quota until it ends.
     enqueued: int = 0
+    enqueued_on: str | None = None
     #: Seconds its output and error files are kept, if it asked for a limit.
     output_expires_after: int | None = None
     status: str = "validating"

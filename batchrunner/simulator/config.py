@@ -86,7 +86,8 @@ class SimConfig:
     batch_lines_per_second: float | None = 1000.0
     #: Seconds a batch stays validating, finalizing and cancelling.
     batch_state_seconds: float = 0.2
-    #: Enqueued-token quota of the batches not yet ended; None for unlimited.
+    #: Each deployment's enqueued-token quota, held by its batches not yet ended;
+    #: None for unlimited.
     batch_enqueued_tokens: int | None = None
     #: The n-th batch created (1 = the first) expires after answering that many lines.
     batch_expire_after: dict[int, int] = field(default_factory=dict)

@@ -119,7 +119,7 @@ def _add_batch_args(parser: argparse.ArgumentParser, defaults: SimConfig) -> Non
     )  # fmt: skip
     add(
         "--batch-enqueued-tokens", type=_quota, default=None,
-        help="enqueued-token quota of running batches (default: none)",
+        help="each deployment's enqueued-token quota (default: none)",
     )  # fmt: skip
     add(
         "--batch-deployment", action="append", default=None, metavar="NAME",
