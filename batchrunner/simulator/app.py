@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from batchrunner.simulator.auth import _authenticate
+from batchrunner.simulator.batches import add_batch_api
 from batchrunner.simulator.config import FAULTS, OPERATIONS, REGION, Json, SimConfig
 from batchrunner.simulator.content import _Call, _flatten, _plan
 from batchrunner.simulator.ledger import Ledger, LedgerEntry
@@ -28,7 +30,6 @@ from batchrunner.simulator.wire import (
     _NO_RESOURCE,
     _SERVER_ERROR,
     _TIMEOUT,
-    _TOKEN_DENIED,
     _UNAVAILABLE,
     _Answer,
     _error,
@@ -90,22 +91,6 @@ class _State:
 _STATE = web.AppKey("batchrunner_simulator_state", _State)
 
 
-def _authenticate(
-    config: SimConfig, headers: Mapping[str, str]
-) -> tuple[str, _Answer | None]:
-    """Which credential was sent, and the 401 when it is not accepted."""
-    refusal = _json_answer(401, config.key_denied_body or _KEY_DENIED)
-    key = headers.get("api-key")
-    if key is not None:
-        return "api-key", None if key == config.api_key else refusal
-    authorization = headers.get("Authorization", "")
-    if authorization[:7].lower() == "bearer ":
-        validator = config.bearer_validator
-        accepted = validator is not None and validator(authorization[7:].strip())
-        return "bearer", None if accepted else _json_answer(401, _TOKEN_DENIED)
-    return "none", refusal
-
-
 def _pick_fault(state: _State, call: _Call) -> str | None:
     """The scripted fault for this request, else a random one, else None."""
     match = _MARKER.search(call.prompt)
@@ -154,8 +139,15 @@ def _fault_answer(state: _State, call: _Call, fault: str) -> _Answer:
     return _json_answer(400, _error("SimulatorError", message))
 
 
-def _infer(state: _State, call: _Call, model: str) -> _Answer:
-    """Answer a request that passed the auth, api-version and deployment checks."""
+def _infer(
+    state: _State, call: _Call, model: str, *, rate_limited: bool = True
+) -> _Answer:
+    """
+    Answer a request that passed the auth, api-version and deployment checks.
+
+    A batch's lines are answered here too, without *rate_limited*: they draw on
+    the enqueued-token quota, not on the deployment's per-minute one.
+    """
     config = state.config
     fault = _pick_fault(state, call)
     if fault not in (None, "slow"):
@@ -164,12 +156,13 @@ def _infer(state: _State, call: _Call, model: str) -> _Answer:
         plan = _plan(call, config, model)
     except _Reject as reject:
         return reject.answer
-    refusal = state.limiter.charge(config, plan.charge)
-    if refusal is not None:
-        kind, wait = refusal
-        wait_ms = max(1, math.ceil(wait * 1000))
-        return _too_many(call.operation, call.api_version, kind, wait_ms)
-    state.ledger.add_charge(plan.charge)
+    if rate_limited:
+        refusal = state.limiter.charge(config, plan.charge)
+        if refusal is not None:
+            kind, wait = refusal
+            wait_ms = max(1, math.ceil(wait * 1000))
+            return _too_many(call.operation, call.api_version, kind, wait_ms)
+        state.ledger.add_charge(plan.charge)
     if config.block_word and config.block_word in call.prompt:
         return _json_answer(400, _BLOCKED)
     redact = bool(config.redact_word) and config.redact_word in call.prompt
@@ -289,6 +282,11 @@ def create_app(config: SimConfig, ledger: Ledger) -> web.Application:
     app.router.add_post(prefix + "completions", _handler("completions"))
     app.router.add_post(prefix + "embeddings", _handler("embeddings"))
     app.router.add_get(STATS_PATH, _stats)
+
+    def infer_line(call: _Call, model: str) -> _Answer:
+        return _infer(state, call, model, rate_limited=False)
+
+    add_batch_api(app, config, ledger, infer_line)
     app.router.add_route("*", "/{tail:.*}", _handler("other"))
     return app
 

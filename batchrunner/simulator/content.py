@@ -207,7 +207,27 @@ def _generate_json(
     return text, tokens, "length" if cut else "stop"
 
 
-def _plan_chat(body: Json, model: str) -> _Plan:
+def _check_context(prompt_tokens: int, max_tokens: int, window: int | None) -> None:
+    """A 400 ``context_length_exceeded`` when the request overflows the model."""
+    if window is None or prompt_tokens + max_tokens <= window:
+        return
+    head = f"This model's maximum context length is {window} tokens. However,"
+    if max_tokens:
+        total = prompt_tokens + max_tokens
+        message = (
+            f"{head} you requested {total} tokens ({prompt_tokens} in the messages,"
+            f" {max_tokens} in the completion). Please reduce the length of the"
+            " messages or completion."
+        )
+    else:
+        message = (
+            f"{head} your messages resulted in {prompt_tokens} tokens. Please reduce"
+            " the length of the messages."
+        )
+    raise _Reject(message, "messages", "context_length_exceeded")
+
+
+def _plan_chat(body: Json, model: str, window: int | None = None) -> _Plan:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _Reject("'messages' is a required property", "messages")
@@ -216,6 +236,7 @@ def _plan_chat(body: Json, model: str) -> _Plan:
     n = _integer(body, "n", 1, 128)
     max_tokens = _max_tokens(body, 0)
     prompt_tokens = _counter(model).count_chat(messages)
+    _check_context(prompt_tokens, max_tokens * n, window)
     question = _content_text(messages[-1].get("content"))
     response_format = _response_format(body)
 
@@ -351,7 +372,7 @@ def _plan(call: _Call, config: SimConfig, model: str) -> _Plan:
         )
         raise _Reject(msg)
     if call.operation == "chat":
-        return _plan_chat(call.body, model)
+        return _plan_chat(call.body, model, config.context_windows.get(model))
     if call.operation == "completions":
         return _plan_completions(call.body, model)
     return _plan_embeddings(call.body, model, config.embedding_dimensions)

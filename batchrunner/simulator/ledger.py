@@ -37,6 +37,7 @@ class Ledger:
 
     def __init__(self, *, keep_entries: bool = True) -> None:
         self._lock = threading.Lock()
+        self._batch_changed = threading.Condition(self._lock)
         self._keep = keep_entries
         self._counts: Counter[int | str] = Counter()
         self._script_hits: dict[str, int] = {}
@@ -46,6 +47,10 @@ class Ledger:
         self.max_in_flight = 0
         #: Tokens charged to the rate limit by accepted requests.
         self.charged_tokens = 0
+        #: Batch lines answered, by ``custom_id`` (a resubmitted row counts again).
+        self.batch_lines: Counter[str] = Counter()
+        #: Each batch's status, by id, in the order they were created.
+        self.batch_statuses: dict[str, str] = {}
 
     def snapshot(self) -> Json:
         """Counts a benchmark in another process can read over HTTP."""
@@ -55,6 +60,11 @@ class Ledger:
                 "statuses": {str(k): v for k, v in self._counts.items()},
                 "max_in_flight": self.max_in_flight,
                 "charged_tokens": self.charged_tokens,
+                "batch_lines": self.batch_lines.total(),
+                "batch_lines_repeated": sum(
+                    1 for n in self.batch_lines.values() if n > 1
+                ),
+                "batches": dict(Counter(self.batch_statuses.values())),
             }
 
     def count(self, status: int | str | None = None) -> int:
@@ -74,6 +84,8 @@ class Ledger:
             self._counts.clear()
             self._script_hits.clear()
             self.charged_tokens = 0
+            self.batch_lines.clear()
+            self.batch_statuses.clear()
             self.max_in_flight = self.in_flight
             hooks = list(self._reset_hooks)
         for hook in hooks:
@@ -104,3 +116,44 @@ class Ledger:
         with self._lock:
             hits = self._script_hits[prompt] = self._script_hits.get(prompt, 0) + 1
             return hits
+
+    def add_batch_line(self, custom_id: str) -> None:
+        """Count a batch line answered (in an output or error file)."""
+        with self._batch_changed:
+            self.batch_lines[custom_id] += 1
+            self._batch_changed.notify_all()
+
+    def wait_for_lines(self, count: int, timeout: float = 30.0) -> None:
+        """Block until batches have answered *count* lines in all (test thread)."""
+        with self._batch_changed:
+            if not self._batch_changed.wait_for(
+                lambda: self.batch_lines.total() >= count, timeout
+            ):
+                msg = f"only {self.batch_lines.total()} of {count} batch lines answered"
+                raise TimeoutError(msg)
+
+    def batch_line_counts(self) -> Counter[str]:
+        """How many times each ``custom_id`` was answered in a batch."""
+        with self._lock:
+            return Counter(self.batch_lines)
+
+    def note_batch(self, batch_id: str, status: str) -> None:
+        """Note that a batch was created or changed status."""
+        with self._batch_changed:
+            self.batch_statuses[batch_id] = status
+            self._batch_changed.notify_all()
+
+    def wait_for_batches(
+        self, ready: Callable[[dict[str, str]], bool], timeout: float = 30.0
+    ) -> dict[str, str]:
+        """
+        Block until ``ready(statuses)`` holds for the batches' statuses by id
+        (from a test's thread, not the simulator's); the statuses then.
+        """
+        with self._batch_changed:
+            if not self._batch_changed.wait_for(
+                lambda: ready(dict(self.batch_statuses)), timeout
+            ):
+                msg = f"batches never got there: {self.batch_statuses}"
+                raise TimeoutError(msg)
+            return dict(self.batch_statuses)

@@ -89,6 +89,52 @@ def _pair(text: str) -> tuple[str, str]:
     return name, value or name
 
 
+def _rate(text: str) -> float | None:
+    value = float(text)
+    if value < 0:
+        msg = f"a pace is 0 (as fast as it can) or more lines a second, not {value}"
+        raise argparse.ArgumentTypeError(msg)
+    return value or None
+
+
+def _ordinal_lines(text: str) -> tuple[int, int]:
+    nth, _, lines = text.partition("=")
+    if not (nth.isdigit() and lines.isdigit() and int(nth) >= 1):
+        msg = f"expected N=LINES (the N-th batch expires after LINES), got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return int(nth), int(lines)
+
+
+def _add_batch_args(parser: argparse.ArgumentParser, defaults: SimConfig) -> None:
+    group = parser.add_argument_group("Batch API")
+    add = group.add_argument
+    add(
+        "--batch-lines-per-second", type=_rate,
+        default=defaults.batch_lines_per_second,
+        help="lines a batch answers a second (default %(default)s; 0 for no limit)",
+    )  # fmt: skip
+    add(
+        "--batch-state-seconds", type=float, default=defaults.batch_state_seconds,
+        help="seconds a batch stays validating, finalizing, cancelling",
+    )  # fmt: skip
+    add(
+        "--batch-enqueued-tokens", type=_quota, default=None,
+        help="each deployment's enqueued-token quota (default: none)",
+    )  # fmt: skip
+    add(
+        "--batch-deployment", action="append", default=None, metavar="NAME",
+        help="a Global-Batch deployment (repeat; default: every deployment)",
+    )  # fmt: skip
+    add(
+        "--batch-expire", action="append", default=[], type=_ordinal_lines,
+        metavar="N=LINES", help="the N-th batch expires after LINES lines",
+    )  # fmt: skip
+    add(
+        "--batch-fail", action="append", default=[], type=int, metavar="N",
+        help="the N-th batch (from 1) fails",
+    )  # fmt: skip
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m batchrunner.simulator",
@@ -122,6 +168,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="answer without x-ratelimit-* headers",
     )
     add("--fault", action="append", default=[], type=_pair, metavar="KIND=RATE")
+    _add_batch_args(parser, defaults)
     add(
         "--deployment",
         action="append",
@@ -155,10 +202,10 @@ async def _serve_until_signalled(config: SimConfig, host: str, port: int) -> Non
         await runner.cleanup()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Serve the simulator until SIGINT or SIGTERM."""
-    args = _parse_args(argv)
-    config = SimConfig(
+def _config(args: argparse.Namespace) -> SimConfig:
+    """The simulator's settings from its command line."""
+    batch_deployments = args.batch_deployment
+    return SimConfig(
         api_key=args.api_key,
         deployments={**_default_deployments(), **dict(args.deployment)},
         latency=args.latency,
@@ -171,6 +218,18 @@ def main(argv: list[str] | None = None) -> None:
         rate_headers=args.rate_headers,
         retry_after_ms=args.retry_after_ms,
         embedding_dimensions=args.embedding_dimensions,
+        batch_deployments=None if batch_deployments is None else set(batch_deployments),
+        batch_lines_per_second=args.batch_lines_per_second,
+        batch_state_seconds=args.batch_state_seconds,
+        batch_enqueued_tokens=args.batch_enqueued_tokens,
+        batch_expire_after=dict(args.batch_expire),
+        batch_fail=set(args.batch_fail),
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the simulator until SIGINT or SIGTERM."""
+    args = _parse_args(argv)
+    config = _config(args)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_until_signalled(config, args.host, args.port))

@@ -124,9 +124,12 @@ def _json_answer(status: int, payload: Any, **headers: str) -> _Answer:
 class _Reject(Exception):
     """Raised while reading a request to answer it with a 400 at once."""
 
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(
+        self, message: str, param: str | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
-        self.answer = _json_answer(400, _invalid(message, param))
+        payload = _error(code, message, type="invalid_request_error", param=param)
+        self.answer = _json_answer(400, payload)
 
 
 def _too_many(
