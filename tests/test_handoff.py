@@ -30,6 +30,7 @@ async def test_take_gets_a_waiting_item_without_yielding() -> None:
 
 
 async def test_take_waits_for_an_item_and_sees_the_end() -> None:
+    """With nothing waiting, take() waits for the next item and sees the end."""
     send, receive = anyio.create_memory_object_stream[Request](0)
     taken: list[str | None] = []
 
@@ -48,6 +49,7 @@ async def test_take_waits_for_an_item_and_sees_the_end() -> None:
 
 
 async def test_hand_over_to_a_waiting_receiver_without_yielding() -> None:
+    """hand_over() gives an item to a waiting receiver without a checkpoint."""
     send, receive = anyio.create_memory_object_stream[Request](0)
     got: list[Request] = []
 
@@ -64,6 +66,7 @@ async def test_hand_over_to_a_waiting_receiver_without_yielding() -> None:
 
 
 async def test_pacer_takes_a_slot_within_the_slack_without_sleeping() -> None:
+    """A slot within SLACK_SECONDS is taken at once; a later one is slept for."""
     slept: list[float] = []
 
     async def sleep(seconds: float) -> None:

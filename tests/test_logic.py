@@ -186,6 +186,7 @@ def test_token_limit_is_the_quota_given_or_learned() -> None:
 
 
 async def test_pacer_refuses_a_request_over_a_whole_minute_of_quota() -> None:
+    """A request costing more than a whole minute of quota raises QuotaExceeded."""
     pacer = Pacer(tpm=1000, adaptive=False)
     with pytest.raises(QuotaExceeded):
         await pacer.acquire(1001)

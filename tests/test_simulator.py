@@ -569,6 +569,7 @@ class _Clock:
 
 
 def test_waker_learns_how_late_wake_ups_come_and_sleeps_that_much_less() -> None:
+    """Wake-ups that come 2 ms late teach the waker to ask for 2 ms less."""
     clock = _Clock()
     waker = Waker(clock)
     assert waker.wait_for(100.1) == pytest.approx(0.1)
@@ -581,6 +582,7 @@ def test_waker_learns_how_late_wake_ups_come_and_sleeps_that_much_less() -> None
 
 
 def test_waker_makes_up_for_a_few_milliseconds_at_most_never_a_negative() -> None:
+    """What the waker makes up for stays between zero and Waker.MAX_LATE."""
     clock = _Clock()
     waker = Waker(clock)
     for _ in range(100):  # a stalled loop: wake-ups a second late
