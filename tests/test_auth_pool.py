@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 from batchrunner.config.settings import Settings
 from batchrunner.errors import EXIT_AUTH, ApiFailure, AuthError
-from batchrunner.records import Api, Reply, Request, RowResult, Usage
+from batchrunner.records import Api, Request, RowResult
 from batchrunner.report.summary import RunStats
 from batchrunner.send.pool import Pool, online_pool
+from tests.fakes import ScriptedCompleter
 
 
 def unauthorized() -> ApiFailure:
@@ -16,25 +17,6 @@ def unauthorized() -> ApiFailure:
     return ApiFailure(
         kind="AuthenticationError", message="token refused", status_code=401
     )
-
-
-class ScriptedCompleter:
-    """Answers each row from a script: an exception to raise, or None for a reply."""
-
-    def __init__(self, script: list[BaseException | None]) -> None:
-        self.script = script
-        self.sent = 0
-
-    async def complete(self, request: Request) -> Reply:
-        """The next scripted outcome (a reply once the script is used up)."""
-        self.sent += 1
-        outcome = self.script.pop(0) if self.script else None
-        if outcome is not None:
-            raise outcome
-        return Reply("ok", None, "stop", Usage(1, 1, 2), "m", "req", 1)
-
-    async def aclose(self) -> None:
-        """Nothing to close."""
 
 
 class Hook:

@@ -28,16 +28,7 @@ from batchrunner.send.retry import (
     backoff_seconds,
     wait_after,
 )
-
-
-class FakeClock:
-    """A clock that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import FakeClock
 
 
 @pytest.mark.parametrize(

@@ -14,11 +14,10 @@ import pytest
 
 from batchrunner.config.settings import Settings
 from batchrunner.errors import ApiFailure, GaveUp
-from batchrunner.records import Api, Reply, Request, RowResult, Usage
+from batchrunner.records import Api, Request, RowResult
 from batchrunner.report.summary import RunStats
 from batchrunner.send.pool import online_pool
-
-OK = "ok"
+from tests.fakes import OK, ScriptedCompleter
 
 
 def _server_error(status: int = 500) -> ApiFailure:
@@ -32,33 +31,6 @@ def _server_error(status: int = 500) -> ApiFailure:
 
 
 BAD_REQUEST = ApiFailure(kind="BadRequestError", message="no", status_code=400)
-
-
-class ScriptedCompleter:
-    """Answers each send with the next scripted failure, or a reply for ``OK``."""
-
-    def __init__(self, script: list[ApiFailure | str]) -> None:
-        self.script = list(script)
-        self.sent = 0
-
-    async def complete(self, request: Request) -> Reply:
-        """The next scripted outcome."""
-        self.sent += 1
-        outcome = self.script.pop(0)
-        if isinstance(outcome, ApiFailure):
-            raise outcome
-        return Reply(
-            output="fine",
-            embedding=None,
-            finish_reason="stop",
-            usage=Usage(),
-            model=None,
-            request_id=f"req-{self.sent}",
-            latency_ms=1,
-        )
-
-    async def aclose(self) -> None:
-        """Nothing to close."""
 
 
 async def _no_wait(seconds: float) -> None:
