@@ -6,7 +6,6 @@ tokens those endpoints issued.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -16,8 +15,7 @@ from typing import Any
 import pytest
 
 from batchrunner.cli import run
-from batchrunner.config.settings import AuthSettings, build_settings, parse_auth
-from batchrunner.errors import EXIT_AUTH, ConfigError
+from batchrunner.errors import EXIT_AUTH
 from batchrunner.simulator import SimulatorServer
 from batchrunner.simulator.identity import (
     CLIENT_ID,
@@ -455,69 +453,3 @@ def test_an_api_key_still_wins_in_auto(
     """With a key set and no auth setting, the key is used and nothing is fetched."""
     assert run([str(job(tmp_path, 3))]) == 0
     assert {e.auth for e in azure_env.ledger.entries} == {"api-key"}
-
-
-# --- the setting ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("managed_identity", AuthSettings("managed_identity")),
-        ("azure-cli", AuthSettings("azure_cli")),
-        (
-            "managed_identity, azure_cli",
-            AuthSettings("chain", ("managed_identity", "azure_cli")),
-        ),
-        (["workload_identity"], AuthSettings("chain", ("workload_identity",))),
-        (
-            {"kind": "managed_identity", "client_id": "abc"},
-            AuthSettings("managed_identity", client_id="abc"),
-        ),
-        (
-            {"chain": ["managed_identity", "azure_cli"], "client_id": "abc"},
-            AuthSettings("chain", ("managed_identity", "azure_cli"), "abc"),
-        ),
-    ],
-)
-def test_auth_setting_shapes(value: object, expected: AuthSettings) -> None:
-    """A kind, a list, comma-joined kinds and a mapping all read as expected."""
-    assert parse_auth(value) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "problem"),
-    [
-        ("auth: magic\n", "not one of auto, api_key, entra"),
-        ("auth: {kind: chain}\n", "go together"),
-        ("auth: [managed_identity, entra]\n", "'entra' is not one of"),
-        ("auth: {kind: azure_cli, client_id: x}\n", "client_id does not apply"),
-        ("auth: {knd: entra}\n", "unknown key 'knd'"),
-    ],
-)
-def test_bad_auth_settings_say_what_is_wrong(
-    tmp_path: Path, text: str, problem: str
-) -> None:
-    """A wrong auth setting is a ConfigError naming the file and the problem."""
-    config = tmp_path / "config.yaml"
-    config.write_text(text)
-    with pytest.raises(ConfigError, match=problem) as info:
-        build_settings({}, {}, config)
-    assert str(config) in str(info.value)
-
-
-def test_tokens_in_the_environment_are_secrets() -> None:
-    """Both token variables land in ad_token, shown as *** and never in repr."""
-    settings = build_settings({}, {"AZURE_OPENAI_AD_TOKEN": "tok-secret-1"}, None)
-    assert settings.ad_token == "tok-secret-1"
-    assert settings.redacted()["ad_token"] == "***"
-    assert "tok-secret-1" not in repr(settings)
-    legacy = build_settings(
-        {}, {"OPENAI_API_TYPE": "azure_ad", "OPENAI_API_KEY": "tok-secret-2"}, None
-    )
-    assert legacy.ad_token == "tok-secret-2"
-    assert legacy.sources["ad_token"] == "env OPENAI_API_KEY"
-    plain = build_settings({}, {"OPENAI_API_KEY": "sk-not-azure"}, None)
-    assert plain.ad_token is None
-    # The printed settings stay plain JSON.
-    assert json.loads(json.dumps(plain.redacted()["auth"]))["kind"] == "auto"

@@ -3,24 +3,28 @@ One row's way through the pool, with a scripted completer: its retries (the
 first attempt goes without a retrier, and the retrier that takes over after a
 failure behaves as if it had sent that attempt itself), a stop cutting a retry's
 wait short, and the row's side of token auth (a 401 hook, and a token provider
-that gives up).
+that gives up); and, end to end, a 429 asking for hours stopping the run.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 import anyio.lowlevel
 import pytest
 
+from batchrunner.cli import run
 from batchrunner.config.settings import Settings
 from batchrunner.errors import EXIT_AUTH, ApiFailure, AuthError, GaveUp
 from batchrunner.records import Api, Request, RowResult
 from batchrunner.report.summary import RunStats
 from batchrunner.send.pool import Pool, online_pool
+from batchrunner.simulator import SimulatorServer
 from tests.fakes import OK, ScriptedCompleter
+from tests.test_cli import prompts, read_jsonl, write_jsonl
 
 
 def _server_error(status: int = 500) -> ApiFailure:
@@ -237,3 +241,20 @@ async def test_no_token_at_all_stops_the_run_leaving_the_row_unsent() -> None:
     assert pool.control.exit_code == EXIT_AUTH
     assert pool.control.reason == "no Entra ID token (x)"
     assert written == []
+
+
+def test_exhausted_quota_stops_with_75_without_failing_rows(
+    azure_env: SimulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 429 asking for hours stops the run (75); the row is not burnt as failed."""
+    rows = [{"id": "daily", "prompt": "x [[sim:429long]]"}, *prompts(30)]
+    source = write_jsonl(tmp_path / "q.jsonl", rows)
+    assert run([str(source), "--concurrency", "1"]) == 75
+    _, err = capsys.readouterr()
+    assert "Re-run after" in err
+    records = read_jsonl(tmp_path / "q.results.jsonl")
+    assert all(r["status"] == "ok" for r in records)
+    assert "daily" not in {r["id"] for r in records}
+    assert azure_env.ledger.count(429) == 1
+    assert run([str(source)]) == 0
+    assert "daily" in {r["id"] for r in read_jsonl(tmp_path / "q.results.jsonl")}
