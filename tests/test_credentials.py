@@ -129,32 +129,48 @@ def test_a_user_assigned_identity_is_named_by_its_client_id(
     assert "auth.client_id or AZURE_CLIENT_ID" in err
 
 
-def test_managed_identity_on_a_vm_through_imds(
+@pytest.mark.parametrize(
+    ("auth", "imds_identity", "fake_az", "rows", "source", "only_fetch"),
+    [
+        # With no App Service variables, managed identity asks IMDS (here, the fake).
+        pytest.param(
+            "managed_identity", True, False, 5, "imds", True,
+            id="managed-identity-on-a-vm-through-imds",
+        ),
+        # AzureCliCredential runs `az account get-access-token`; its token works.
+        pytest.param(
+            "azure_cli", False, True, 10, "azure_cli", True,
+            id="azure-cli-with-a-fake-az-on-path",
+        ),
+        # With no key and no auth setting, DefaultAzureCredential reaches the az token.
+        pytest.param(
+            None, False, True, 5, "azure_cli", False,
+            id="the-default-credential-finds-az-login",
+        ),
+    ],
+)  # fmt: skip
+def test_a_credential_kind_takes_one_token_from_its_source(
     identity: IdentityServer,
     issuer: TokenIssuer,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    auth: str | None,
+    imds_identity: bool,
+    fake_az: bool,
+    rows: int,
+    source: str,
+    only_fetch: bool,
 ) -> None:
-    """With no App Service variables, managed identity asks IMDS (here, the fake)."""
-    issuer.imds_identity = True
-    setenv(monkeypatch, BATCHRUNNER_AUTH="managed_identity")
-    assert run([str(job(tmp_path, 5))]) == 0
-    assert issuer.ledger.fetches("imds") == 1
-    assert issuer.ledger.count() == 1
-
-
-def test_azure_cli_with_a_fake_az_on_path(
-    identity: IdentityServer,
-    issuer: TokenIssuer,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    """AzureCliCredential runs `az account get-access-token`; its token works."""
-    install_fake_az(tmp_path / "bin", identity)
-    setenv(monkeypatch, BATCHRUNNER_AUTH="azure_cli")
-    assert run([str(job(tmp_path, 10))]) == 0
-    assert issuer.ledger.fetches("azure_cli") == 1
-    assert issuer.ledger.count() == 1
+    """Each credential kind, or the default chain, fetches one token from its source."""
+    issuer.imds_identity = imds_identity
+    if fake_az:
+        install_fake_az(tmp_path / "bin", identity)
+    if auth is not None:
+        setenv(monkeypatch, BATCHRUNNER_AUTH=auth)
+    assert run([str(job(tmp_path, rows))]) == 0
+    assert issuer.ledger.fetches(source) == 1
+    if only_fetch:  # the default chain also asks IMDS, which finds no identity
+        assert issuer.ledger.count() == 1
 
 
 def test_the_chain_falls_through_managed_identity_to_azure_cli(
@@ -169,15 +185,6 @@ def test_the_chain_falls_through_managed_identity_to_azure_cli(
     assert run([str(job(tmp_path, 10))]) == 0
     assert issuer.ledger.count("imds", 400) >= 1
     assert issuer.ledger.fetches("imds") == 0
-    assert issuer.ledger.fetches("azure_cli") == 1
-
-
-def test_the_default_credential_finds_az_login(
-    identity: IdentityServer, issuer: TokenIssuer, tmp_path: Path
-) -> None:
-    """With no key and no auth setting, DefaultAzureCredential reaches the az token."""
-    install_fake_az(tmp_path / "bin", identity)
-    assert run([str(job(tmp_path, 5))]) == 0
     assert issuer.ledger.fetches("azure_cli") == 1
 
 

@@ -201,37 +201,47 @@ async def test_a_401_with_a_new_token_retries_the_row() -> None:
     ]
 
 
-async def test_a_second_401_for_the_same_row_stops_the_run() -> None:
-    """The fresh token is refused too: exit 3, without asking the hook again."""
-    hook = Hook(answer=True)
-    script: list[BaseException | None] = [unauthorized(), unauthorized()]
-    pool, _ = await run_rows(ScriptedCompleter(script), 3, hook)
-    assert hook.calls == 1
+FORBIDDEN = ApiFailure(kind="PermissionDeniedError", message="no", status_code=403)
+
+
+@pytest.mark.parametrize(
+    ("answer", "script", "rows", "hook_calls", "sent"),
+    [
+        # The fresh token is refused too: exit 3, without asking the hook again.
+        pytest.param(
+            True, [unauthorized(), unauthorized()], 3, 1, None,
+            id="a-second-401-for-the-same-row",
+        ),
+        # The hook cannot get a new token: exit 3 at the first 401.
+        pytest.param(
+            False, [unauthorized()], 5, None, 1, id="no-new-token-after-a-401"
+        ),
+        # API keys cannot be refreshed: the first 401 ends the run as before.
+        pytest.param(
+            None, [unauthorized()], 5, None, None, id="a-401-without-a-hook"
+        ),
+        # A missing role is a 403: the run stops without a refresh.
+        pytest.param(
+            True, [FORBIDDEN], 3, 0, None, id="a-403-is-not-helped-by-a-new-token"
+        ),
+    ],
+)  # fmt: skip
+async def test_a_refusal_a_new_token_does_not_cure_stops_the_run(
+    answer: bool | None,
+    script: list[BaseException | None],
+    rows: int,
+    hook_calls: int | None,
+    sent: int | None,
+) -> None:
+    """A 401 or 403 that no new token cures ends the run with exit 3."""
+    hook = None if answer is None else Hook(answer=answer)
+    completer = ScriptedCompleter(script)
+    pool, _ = await run_rows(completer, rows, hook)
+    if hook_calls is not None:
+        assert hook is not None and hook.calls == hook_calls
     assert pool.control.exit_code == EXIT_AUTH
-
-
-async def test_no_new_token_after_a_401_stops_the_run() -> None:
-    """The hook cannot get a new token: exit 3 at the first 401."""
-    hook = Hook(answer=False)
-    completer = ScriptedCompleter([unauthorized()])
-    pool, _ = await run_rows(completer, 5, hook)
-    assert pool.control.exit_code == EXIT_AUTH
-    assert completer.sent == 1
-
-
-async def test_without_a_hook_a_401_stops_at_once() -> None:
-    """API keys cannot be refreshed: the first 401 ends the run as before."""
-    pool, _ = await run_rows(ScriptedCompleter([unauthorized()]), 5, None)
-    assert pool.control.exit_code == EXIT_AUTH
-
-
-async def test_a_403_is_not_helped_by_a_new_token() -> None:
-    """A missing role is a 403: the run stops without a refresh."""
-    hook = Hook(answer=True)
-    forbidden = ApiFailure(kind="PermissionDeniedError", message="no", status_code=403)
-    pool, _ = await run_rows(ScriptedCompleter([forbidden]), 3, hook)
-    assert hook.calls == 0
-    assert pool.control.exit_code == EXIT_AUTH
+    if sent is not None:
+        assert completer.sent == sent
 
 
 async def test_no_token_at_all_stops_the_run_leaving_the_row_unsent() -> None:
