@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import uuid
@@ -16,6 +17,22 @@ from tests.azurite import connection_string, running_azurite
 
 SECRET_KEY = "sk-test-0123456789abcdef-SECRET"
 DEPLOYMENT = "gpt-4o-mini"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Stops the run when a test function has no docstring, naming each one."""
+    missing = sorted(
+        {
+            item.nodeid.split("[")[0]
+            for item in items
+            if isinstance(item, pytest.Function) and not inspect.getdoc(item.function)
+        }
+    )
+    if missing:
+        names = "\n  ".join(missing)
+        msg = f"every test needs a one-sentence docstring; these have none:\n  {names}"
+        raise pytest.UsageError(msg)
+
 
 #: Variables that would point a test at a real Azure resource or change defaults.
 _OUR_PREFIXES = (

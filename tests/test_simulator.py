@@ -23,6 +23,7 @@ import batchrunner
 from batchrunner.prepare.tokens import TokenCounter
 from batchrunner.simulator import SimConfig, SimulatorServer, Waker
 from batchrunner.simulator.config import DEFAULT_TPM
+from tests.fakes import FakeClock
 
 API_VERSION = "2024-10-21"
 CHAT = "gpt-4o-mini"
@@ -560,16 +561,9 @@ def test_module_entry_point_prints_its_address() -> None:
     )
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_waker_learns_how_late_wake_ups_come_and_sleeps_that_much_less() -> None:
-    clock = _Clock()
+    """Wake-ups that come 2 ms late teach the waker to ask for 2 ms less."""
+    clock = FakeClock(100.0)
     waker = Waker(clock)
     assert waker.wait_for(100.1) == pytest.approx(0.1)
     for _ in range(200):  # every wake-up 2 ms after the time asked for
@@ -581,7 +575,8 @@ def test_waker_learns_how_late_wake_ups_come_and_sleeps_that_much_less() -> None
 
 
 def test_waker_makes_up_for_a_few_milliseconds_at_most_never_a_negative() -> None:
-    clock = _Clock()
+    """What the waker makes up for stays between zero and Waker.MAX_LATE."""
+    clock = FakeClock(100.0)
     waker = Waker(clock)
     for _ in range(100):  # a stalled loop: wake-ups a second late
         waker.woke(clock.now - 1.0)

@@ -17,42 +17,10 @@ from batchrunner.azure.token_cache import (
     open_token_cache,
 )
 from batchrunner.errors import AuthError
+from tests.fakes import FakeClock
 
 START = 1_700_000_000.0
 HOUR = 3600.0
-
-
-class FakeClock:
-    """Wall-clock time that moves only when told; sleepers wake as it passes them."""
-
-    def __init__(self) -> None:
-        self.now = START
-        self._sleepers: list[tuple[float, anyio.Event]] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep *seconds* of fake time."""
-        if seconds <= 0:
-            await anyio.lowlevel.checkpoint()
-            return
-        wake = anyio.Event()
-        self._sleepers.append((self.now + seconds, wake))
-        await wake.wait()
-
-    @property
-    def sleeping(self) -> int:
-        """How many tasks sleep now."""
-        return sum(1 for _, event in self._sleepers if not event.is_set())
-
-    def advance(self, seconds: float) -> None:
-        """Move time on, waking every sleeper it passes."""
-        self.now += seconds
-        for due, event in self._sleepers:
-            if due <= self.now:
-                event.set()
-        self._sleepers = [(d, e) for d, e in self._sleepers if not e.is_set()]
 
 
 class FakeIssuer:
@@ -93,7 +61,7 @@ async def settle(condition: Callable[[], bool], rounds: int = 200) -> None:
 @pytest.fixture
 def clock() -> FakeClock:
     """A fake clock."""
-    return FakeClock()
+    return FakeClock(START)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from batchrunner.prepare.builder import (
     build_request,
     completion_allowance,
 )
-from batchrunner.prepare.messages import template_fields
 from batchrunner.prepare.tokens import TokenCounter
 from batchrunner.records import Api, Row
 
@@ -121,12 +120,6 @@ def test_template_with_a_null_value_is_an_input_error():
     """A null value would format as 'None', so it is refused."""
     with pytest.raises(InputError, match="'text' is null"):
         build(make_settings(template="{text}"), row(text=None))
-
-
-def test_template_fields_lists_each_column_once_in_order():
-    """Attribute, index and nested-spec placeholders all count by their column."""
-    fields = template_fields("{b} {a.real} {c[0]} {b} {d:{width}} {{literal}}")
-    assert fields == ["b", "a", "c", "d", "width"]
 
 
 @pytest.mark.parametrize("template", ["Hello {name", "}", "{0}", "{}", "{x!z}"])

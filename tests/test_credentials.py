@@ -6,7 +6,6 @@ tokens those endpoints issued.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -16,8 +15,7 @@ from typing import Any
 import pytest
 
 from batchrunner.cli import run
-from batchrunner.config.settings import AuthSettings, build_settings, parse_auth
-from batchrunner.errors import EXIT_AUTH, ConfigError
+from batchrunner.errors import EXIT_AUTH
 from batchrunner.simulator import SimulatorServer
 from batchrunner.simulator.identity import (
     CLIENT_ID,
@@ -131,32 +129,48 @@ def test_a_user_assigned_identity_is_named_by_its_client_id(
     assert "auth.client_id or AZURE_CLIENT_ID" in err
 
 
-def test_managed_identity_on_a_vm_through_imds(
+@pytest.mark.parametrize(
+    ("auth", "imds_identity", "fake_az", "rows", "source", "only_fetch"),
+    [
+        # With no App Service variables, managed identity asks IMDS (here, the fake).
+        pytest.param(
+            "managed_identity", True, False, 5, "imds", True,
+            id="managed-identity-on-a-vm-through-imds",
+        ),
+        # AzureCliCredential runs `az account get-access-token`; its token works.
+        pytest.param(
+            "azure_cli", False, True, 10, "azure_cli", True,
+            id="azure-cli-with-a-fake-az-on-path",
+        ),
+        # With no key and no auth setting, DefaultAzureCredential reaches the az token.
+        pytest.param(
+            None, False, True, 5, "azure_cli", False,
+            id="the-default-credential-finds-az-login",
+        ),
+    ],
+)  # fmt: skip
+def test_a_credential_kind_takes_one_token_from_its_source(
     identity: IdentityServer,
     issuer: TokenIssuer,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    auth: str | None,
+    imds_identity: bool,
+    fake_az: bool,
+    rows: int,
+    source: str,
+    only_fetch: bool,
 ) -> None:
-    """With no App Service variables, managed identity asks IMDS (here, the fake)."""
-    issuer.imds_identity = True
-    setenv(monkeypatch, BATCHRUNNER_AUTH="managed_identity")
-    assert run([str(job(tmp_path, 5))]) == 0
-    assert issuer.ledger.fetches("imds") == 1
-    assert issuer.ledger.count() == 1
-
-
-def test_azure_cli_with_a_fake_az_on_path(
-    identity: IdentityServer,
-    issuer: TokenIssuer,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    """AzureCliCredential runs `az account get-access-token`; its token works."""
-    install_fake_az(tmp_path / "bin", identity)
-    setenv(monkeypatch, BATCHRUNNER_AUTH="azure_cli")
-    assert run([str(job(tmp_path, 10))]) == 0
-    assert issuer.ledger.fetches("azure_cli") == 1
-    assert issuer.ledger.count() == 1
+    """Each credential kind, or the default chain, fetches one token from its source."""
+    issuer.imds_identity = imds_identity
+    if fake_az:
+        install_fake_az(tmp_path / "bin", identity)
+    if auth is not None:
+        setenv(monkeypatch, BATCHRUNNER_AUTH=auth)
+    assert run([str(job(tmp_path, rows))]) == 0
+    assert issuer.ledger.fetches(source) == 1
+    if only_fetch:  # the default chain also asks IMDS, which finds no identity
+        assert issuer.ledger.count() == 1
 
 
 def test_the_chain_falls_through_managed_identity_to_azure_cli(
@@ -171,15 +185,6 @@ def test_the_chain_falls_through_managed_identity_to_azure_cli(
     assert run([str(job(tmp_path, 10))]) == 0
     assert issuer.ledger.count("imds", 400) >= 1
     assert issuer.ledger.fetches("imds") == 0
-    assert issuer.ledger.fetches("azure_cli") == 1
-
-
-def test_the_default_credential_finds_az_login(
-    identity: IdentityServer, issuer: TokenIssuer, tmp_path: Path
-) -> None:
-    """With no key and no auth setting, DefaultAzureCredential reaches the az token."""
-    install_fake_az(tmp_path / "bin", identity)
-    assert run([str(job(tmp_path, 5))]) == 0
     assert issuer.ledger.fetches("azure_cli") == 1
 
 
@@ -455,69 +460,3 @@ def test_an_api_key_still_wins_in_auto(
     """With a key set and no auth setting, the key is used and nothing is fetched."""
     assert run([str(job(tmp_path, 3))]) == 0
     assert {e.auth for e in azure_env.ledger.entries} == {"api-key"}
-
-
-# --- the setting ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("managed_identity", AuthSettings("managed_identity")),
-        ("azure-cli", AuthSettings("azure_cli")),
-        (
-            "managed_identity, azure_cli",
-            AuthSettings("chain", ("managed_identity", "azure_cli")),
-        ),
-        (["workload_identity"], AuthSettings("chain", ("workload_identity",))),
-        (
-            {"kind": "managed_identity", "client_id": "abc"},
-            AuthSettings("managed_identity", client_id="abc"),
-        ),
-        (
-            {"chain": ["managed_identity", "azure_cli"], "client_id": "abc"},
-            AuthSettings("chain", ("managed_identity", "azure_cli"), "abc"),
-        ),
-    ],
-)
-def test_auth_setting_shapes(value: object, expected: AuthSettings) -> None:
-    """A kind, a list, comma-joined kinds and a mapping all read as expected."""
-    assert parse_auth(value) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "problem"),
-    [
-        ("auth: magic\n", "not one of auto, api_key, entra"),
-        ("auth: {kind: chain}\n", "go together"),
-        ("auth: [managed_identity, entra]\n", "'entra' is not one of"),
-        ("auth: {kind: azure_cli, client_id: x}\n", "client_id does not apply"),
-        ("auth: {knd: entra}\n", "unknown key 'knd'"),
-    ],
-)
-def test_bad_auth_settings_say_what_is_wrong(
-    tmp_path: Path, text: str, problem: str
-) -> None:
-    """A wrong auth setting is a ConfigError naming the file and the problem."""
-    config = tmp_path / "config.yaml"
-    config.write_text(text)
-    with pytest.raises(ConfigError, match=problem) as info:
-        build_settings({}, {}, config)
-    assert str(config) in str(info.value)
-
-
-def test_tokens_in_the_environment_are_secrets() -> None:
-    """Both token variables land in ad_token, shown as *** and never in repr."""
-    settings = build_settings({}, {"AZURE_OPENAI_AD_TOKEN": "tok-secret-1"}, None)
-    assert settings.ad_token == "tok-secret-1"
-    assert settings.redacted()["ad_token"] == "***"
-    assert "tok-secret-1" not in repr(settings)
-    legacy = build_settings(
-        {}, {"OPENAI_API_TYPE": "azure_ad", "OPENAI_API_KEY": "tok-secret-2"}, None
-    )
-    assert legacy.ad_token == "tok-secret-2"
-    assert legacy.sources["ad_token"] == "env OPENAI_API_KEY"
-    plain = build_settings({}, {"OPENAI_API_KEY": "sk-not-azure"}, None)
-    assert plain.ad_token is None
-    # The printed settings stay plain JSON.
-    assert json.loads(json.dumps(plain.redacted()["auth"]))["kind"] == "auto"

@@ -1,6 +1,8 @@
 """
-Bounded runs, as a scheduler uses them: a failure budget, a deadline longer than
-the work, and a spend cap that holds across re-runs and shards.
+The stop policy, end to end: a run stopping on repeated failures or a failure
+budget, at its deadline, or at its spend cap; and bounded runs as a scheduler
+uses them (a deadline longer than the work, a spend cap that holds across
+re-runs and shards).
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from pathlib import Path
 import pytest
 
 from batchrunner.cli import run
-from batchrunner.config.settings import build_settings
-from batchrunner.results.spend import recorded_cost
 from batchrunner.simulator import SimulatorServer
 from tests.test_cli import prompts, read_jsonl, write_jsonl
 
@@ -118,18 +118,56 @@ def test_spend_cap_is_shared_between_shards(
     assert azure_env.ledger.count() == 60
 
 
-@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
-def test_recorded_cost_matches_the_summary(
-    azure_env: SimulatorServer, tmp_path: Path, suffix: str
+def test_missing_deployment_stops_early(
+    azure_env: SimulatorServer, tmp_path: Path
 ) -> None:
-    """The spend read back from a results file is the one its run estimated."""
+    """Every row would 404: the run stops at once instead of sending them all."""
+    source = write_jsonl(tmp_path / "d.jsonl", prompts(300))
+    assert run([str(source), "--deployment", "nope", "--concurrency", "4"]) == 1
+    assert azure_env.ledger.count() <= 8
+    summary = json.loads((tmp_path / "d.results.summary.json").read_text())
+    assert "not found" in summary["stopped"]
+
+
+def test_repeated_identical_failures_stop_the_run(
+    azure_env: SimulatorServer, tmp_path: Path
+) -> None:
+    """A request setting the service refuses on every row stops the run early."""
     config = tmp_path / "config.yaml"
-    config.write_text(PRICED)
-    rows = [*prompts(6), {"id": "bad", "prompt": "x BLOCKME"}]
-    source = write_jsonl(tmp_path / "r.jsonl", rows)
-    output = tmp_path / f"out{suffix}"
-    assert run([str(source), "-o", str(output)]) == 1
-    settings = build_settings({}, {}, config)
-    recorded = recorded_cost(output, settings.price_for)
-    assert recorded > 0
-    assert recorded == pytest.approx(summary_of(output)["estimated_cost_usd"])
+    config.write_text("request:\n  n: 1000\n")  # the service refuses it (1-128)
+    source = write_jsonl(tmp_path / "d.jsonl", prompts(200))
+    assert run([str(source), "--concurrency", "2"]) == 1
+    assert azure_env.ledger.count() < 20
+
+
+def test_deadline_stops_with_75_and_rerun_completes(
+    azure_env: SimulatorServer, tmp_path: Path
+) -> None:
+    """--deadline stops intake in time (exit 75); the next run finishes the rest."""
+    azure_env.config.latency = 0.1
+    source = write_jsonl(tmp_path / "d.jsonl", prompts(200))
+    assert run([str(source), "--deadline", "1s", "--concurrency", "2"]) == 75
+    first = read_jsonl(tmp_path / "d.results.jsonl")
+    assert 0 < len(first) < 200
+    azure_env.config.latency = 0.0
+    assert run([str(source), "--concurrency", "16"]) == 0
+    records = read_jsonl(tmp_path / "d.results.jsonl")
+    assert sorted(r["id"] for r in records) == sorted(f"r{i}" for i in range(200))
+
+
+def test_max_cost_stops_with_75(azure_env: SimulatorServer, tmp_path: Path) -> None:
+    """--max-cost stops taking rows before the cap; a larger cap completes the job."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "request:\n  max_tokens: 1000\n"
+        "prices:\n  gpt-4o-mini: {input: 100, output: 100}\n"
+    )
+    source = write_jsonl(tmp_path / "c.jsonl", prompts(50))
+    # A row may cost up to ~(12 + 1000) tokens × $100/1M ≈ $0.10, and costs
+    # ~$0.005: rows go until what is spent plus one row's bound passes the cap.
+    assert run([str(source), "--max-cost", "0.15", "--concurrency", "1"]) == 75
+    summary = json.loads((tmp_path / "c.results.summary.json").read_text())
+    assert 0 < summary["rows_ok"] < 50
+    assert summary["estimated_cost_usd"] + 0.1 > 0.15 - 0.006
+    assert summary["estimated_cost_usd"] <= 0.15
+    assert run([str(source), "--max-cost", "100"]) == 0

@@ -1,83 +1,22 @@
-"""The small pure pieces: retry waits, pacing, planning, summary."""
+"""The pacer: given budgets, budgets learned from headers, slow start and AIMD."""
 
 from __future__ import annotations
 
 import anyio
 import pytest
 
-from batchrunner.azure.headers import (
-    is_retryable_status,
-    parse_rate_limits,
-    parse_retry_after,
-)
-from batchrunner.config.settings import Settings
-from batchrunner.errors import ApiFailure, QuotaExceeded
-from batchrunner.prepare.plan import select, shard_of
-from batchrunner.records import RateLimits, Reply, Row, RowResult, Usage
-from batchrunner.report.summary import RunStats, percentile
+from batchrunner.errors import QuotaExceeded
+from batchrunner.records import RateLimits
 from batchrunner.send.pacer import (
     DECREASE,
     HEADROOM,
     RECOVERY_SECONDS,
+    SLACK_SECONDS,
     SLOW_START_DOUBLINGS_PER_SECOND,
     SLOW_START_RATE,
     Pacer,
 )
-from batchrunner.send.retry import (
-    RetryPolicy,
-    backoff_seconds,
-    wait_after,
-)
-
-
-class FakeClock:
-    """A clock that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.mark.parametrize(
-    ("status", "retry"),
-    [(408, True), (429, True), (500, True), (502, True), (503, True),
-     (504, True), (400, False), (401, False), (403, False), (404, False),
-     (422, False), (409, False)],
-)  # fmt: skip
-def test_retryable_statuses(status: int, retry: bool) -> None:
-    """Only timeouts, throttling and server faults are retried."""
-    assert is_retryable_status(status) is retry
-
-
-def test_retry_after_prefers_milliseconds() -> None:
-    """retry-after-ms wins over retry-after; dates and junk are handled."""
-    assert parse_retry_after({"retry-after-ms": "300", "retry-after": "1"}) == 0.3
-    assert parse_retry_after({"retry-after": "2"}) == 2.0
-    assert parse_retry_after({"retry-after": "junk"}) is None
-    assert parse_retry_after({}) is None
-    date = "Wed, 21 Oct 2015 07:28:10 GMT"
-    assert parse_retry_after({"retry-after": date}, now=lambda: 1445412480.0) == 10.0
-
-
-def test_backoff_is_full_jitter_and_capped() -> None:
-    """The wait is uniform below a cap that doubles, up to max_backoff."""
-    policy = RetryPolicy(base_backoff=0.5, max_backoff=4.0)
-    assert backoff_seconds(1, policy, lambda: 1.0) == 0.5
-    assert backoff_seconds(3, policy, lambda: 1.0) == 2.0
-    assert backoff_seconds(10, policy, lambda: 1.0) == 4.0
-    assert backoff_seconds(10, policy, lambda: 0.0) == 0.0
-
-
-def test_server_wait_wins_over_backoff() -> None:
-    """A failure carrying retry_after is waited for exactly."""
-    failure = ApiFailure(
-        kind="RateLimitError", message="x", status_code=429, retry_after=1.5
-    )
-    assert wait_after(failure, 5, RetryPolicy(), lambda: 1.0) == 1.5
-    plain = ApiFailure(kind="InternalServerError", message="x", status_code=500)
-    assert wait_after(plain, 1, RetryPolicy(base_backoff=0.5), lambda: 1.0) == 0.5
+from tests.fakes import FakeClock
 
 
 def test_pacer_spaces_requests_to_the_rpm() -> None:
@@ -106,49 +45,6 @@ def test_pacer_pause_holds_everyone() -> None:
     assert pacer.reserve(1) == 2.5
     clock.now = 3.0
     assert pacer.reserve(1) == 0
-
-
-def test_shards_split_every_row_exactly_once() -> None:
-    """Each id lands in exactly one of N shards, stably."""
-    rows = [Row(id=f"r{i}", line=i, fields={}) for i in range(300)]
-    shards = [list(select(rows, shard=(i, 3))) for i in range(3)]
-    ids = sorted(r.id for shard in shards for r in shard)
-    assert ids == sorted(r.id for r in rows)
-    assert all(shards)
-    assert shard_of("r7", 3) == shard_of("r7", 3)
-
-
-def test_limit_counts_rows_before_skipping_done() -> None:
-    """--limit names the same first rows on every re-run."""
-    rows = [Row(id=str(i), line=i, fields={}) for i in range(1, 11)]
-    chosen = [r.id for r in select(rows, limit=3, done={"1", "2"})]
-    assert chosen == ["3"]
-
-
-def test_summary_counts_tokens_cost_and_latency() -> None:
-    """Rows fold into totals, cost by the reported model and percentiles."""
-    settings = Settings()
-    stats = RunStats(rows_planned=2)
-    usage = Usage(prompt_tokens=1000, completion_tokens=500, total_tokens=1500)
-    reply = Reply(
-        output="x", embedding=None, finish_reason="stop", usage=usage,
-        model="gpt-4o-mini-2024-07-18", request_id="r", latency_ms=10,
-    )  # fmt: skip
-    for i in range(2):
-        stats.add(
-            RowResult(id=str(i), status="ok", reply=reply, error=None, attempts=1,
-                      latency_ms=10 * (i + 1), request_id="r"),
-            settings,
-        )  # fmt: skip
-    summary = stats.as_dict(elapsed=2.0)
-    assert summary["rows_ok"] == 2
-    assert summary["tokens"]["total"] == 3000
-    assert summary["estimated_cost_usd"] == pytest.approx(
-        2 * (1000 * 0.15 + 500 * 0.6) / 1e6
-    )
-    assert summary["latency_ms"] == {"p50": 10, "p95": 20}
-    assert summary["rows_per_second"] == 1.0
-    assert percentile([], 0.5) is None
 
 
 async def test_adaptive_pacer_sends_one_probe_until_the_first_answer() -> None:
@@ -186,6 +82,7 @@ def test_token_limit_is_the_quota_given_or_learned() -> None:
 
 
 async def test_pacer_refuses_a_request_over_a_whole_minute_of_quota() -> None:
+    """A request costing more than a whole minute of quota raises QuotaExceeded."""
     pacer = Pacer(tpm=1000, adaptive=False)
     with pytest.raises(QuotaExceeded):
         await pacer.acquire(1001)
@@ -231,17 +128,6 @@ def test_aimd_cuts_to_a_share_of_what_got_through_then_grows_back() -> None:
     )
 
 
-def test_rate_limit_headers_parse() -> None:
-    """x-ratelimit-* headers become RateLimits; rpm is 6 × the 10-second limit."""
-    limits = parse_rate_limits(
-        {"x-ratelimit-limit-requests": "50", "x-ratelimit-remaining-requests": "49",
-         "x-ratelimit-limit-tokens": "50000", "x-ratelimit-remaining-tokens": "49000"}
-    )  # fmt: skip
-    assert limits == RateLimits(50, 49, 50000, 49000)
-    assert limits.rpm == 300
-    assert parse_rate_limits({}) is None
-
-
 def test_slow_start_doubles_until_the_first_429() -> None:
     """With no budget and no headers, the request rate starts low and doubles."""
     clock = FakeClock()
@@ -254,3 +140,25 @@ def test_slow_start_doubles_until_the_first_429() -> None:
     pacer.throttled(0.5)
     assert pacer.budgets[0] is not None
     assert pacer.budgets[0] < SLOW_START_RATE * 4 * 60
+
+
+async def test_pacer_takes_a_slot_within_the_slack_without_sleeping() -> None:
+    """A slot within SLACK_SECONDS is taken at once; a later one is slept for."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    now = [0.0]
+    # 60k requests a minute: slots a millisecond apart (less headroom).
+    pacer = Pacer(rpm=60_000, adaptive=False, clock=lambda: now[0], sleep=sleep)
+    await pacer.acquire(1)
+    await pacer.acquire(1)  # ~1.03 ms ahead: over the slack, so it sleeps
+    assert slept == [pytest.approx(1 / 1000 / 0.97)]
+    slept.clear()
+    now[0] += 1.0
+    fast = Pacer(rpm=600_000, adaptive=False, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5):  # 0.1 ms apart: inside the slack
+        await fast.acquire(1)
+    assert slept == []
+    assert SLACK_SECONDS < 1 / 1000 / 0.97

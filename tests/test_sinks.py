@@ -1,15 +1,12 @@
-"""Tests for the results sinks and the files beside them."""
+"""Tests for the results sinks: JSONL, CSV and Parquet, appended to and resumed."""
 
 from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.errors import UsageError
@@ -17,10 +14,6 @@ from batchrunner.records import ErrorInfo, Reply, RowResult, Usage, to_record
 from batchrunner.results.frame import read_results
 from batchrunner.results.layout import (
     FIXED_COLUMNS,
-    backup_existing,
-    journal_path,
-    summary_path,
-    write_summary,
 )
 from batchrunner.results.resume import read_state
 from batchrunner.results.sinks import open_sink
@@ -277,136 +270,3 @@ def test_csv_foreign_header_is_refused(tmp_path: Path) -> None:
     path.write_text("name,age\nann,3\n")
     with pytest.raises(UsageError, match="not a CSV results file"):
         open_sink(path)
-
-
-def test_parquet_types(tmp_path: Path) -> None:
-    """The Parquet file has typed columns: int64 counts, float32 vectors, flat input."""
-    path = tmp_path / "out.parquet"
-    write_all(
-        path,
-        [embedded("1", [0.25, 0.5]), failed("2", n=3, tags=["x"]), ok("3", n=4)],
-    )
-    schema = pq.read_schema(path)
-    assert schema.field("attempts").type == pa.int64()
-    assert schema.field("usage_cached_tokens").type == pa.int64()
-    assert schema.field("embedding").type == pa.list_(pa.float32())
-    assert schema.field("id").type == pa.string()
-    assert schema.field("input_n").type == pa.int64()
-    assert schema.field("input_tags").type == pa.string()
-    table = pq.read_table(path).to_pydict()
-    assert table["embedding"] == [[0.25, 0.5], None, None]
-    assert table["error_status_code"] == [None, 429, None]
-    assert table["input_tags"] == [None, '["x"]', None]
-
-
-def test_parquet_odd_values(tmp_path: Path) -> None:
-    """Lists of outputs, mixed input types and lone surrogates still render."""
-    path = tmp_path / "out.parquet"
-    write_all(path, [ok("1", ["a", "b"], v=1), ok("2", "x\ud800", v="two")])
-    table = pq.read_table(path).to_pydict()
-    assert table["output"] == ['["a","b"]', "x\\ud800"]
-    assert table["input_v"] == ["1", "two"]
-
-
-def test_parquet_renders_records_in_any_key_order(tmp_path: Path) -> None:
-    """A journal line that does not start with id and status renders all the same."""
-    path = tmp_path / "out.parquet"
-    line = {"status": "ok", "attempts": 2, "id": "z", "input": {"k": 1}}
-    journal_path(path).write_text(json.dumps(line) + "\n")
-    write_all(path, [ok("y", k=2)])
-    table = pq.read_table(path).to_pydict()
-    assert (table["id"], table["attempts"], table["input_k"]) == (
-        ["z", "y"],
-        [2, 1],
-        [1, 2],
-    )
-
-
-def test_unreadable_parquet_is_refused(tmp_path: Path) -> None:
-    """A .parquet output that is not Parquet is an error, not overwritten."""
-    path = tmp_path / "out.parquet"
-    path.write_bytes(b"not parquet at all")
-    with pytest.raises(UsageError, match="not a readable Parquet results file"):
-        open_sink(path)
-    assert path.read_bytes() == b"not parquet at all"
-
-
-def test_parquet_keeps_its_journal_and_renders_on_close(tmp_path: Path) -> None:
-    """Records go to the journal as written; close() renders one row per id."""
-    path = tmp_path / "out.parquet"
-    sink = open_sink(path)
-    sink.write([failed("1"), ok("2")])
-    sink.write([ok("1")])
-    assert not path.exists()
-    assert journal_path(path).read_bytes().count(b"\n") == 3
-    sink.close()
-    assert pq.read_table(path)["id"].to_pylist() == ["2", "1"]
-
-
-def test_parquet_survives_a_lost_journal(tmp_path: Path) -> None:
-    """When the journal was deleted, the rows of the Parquet file are kept."""
-    path = tmp_path / "out.parquet"
-    write_all(path, [ok("1"), failed("2")])
-    journal_path(path).unlink()
-    assert read_state(path).done_ids == {"1"}
-    write_all(path, [ok("2")])
-    frame = read_results(path)
-    assert sorted(frame["id"]) == ["1", "2"]
-    assert set(frame["status"]) == {"ok"}
-
-
-def test_parquet_of_nothing(tmp_path: Path) -> None:
-    """A run with no records still leaves a readable Parquet file."""
-    path = tmp_path / "out.parquet"
-    write_all(path)
-    assert pq.read_table(path).num_rows == 0
-    assert read_results(path).empty
-
-
-@pytest.mark.parametrize(
-    ("output", "summary"),
-    [
-        ("x.results.jsonl", "x.results.summary.json"),
-        ("run/y.csv", "run/y.summary.json"),
-        ("y.parquet", "y.summary.json"),
-    ],
-)
-def test_summary_path(output: str, summary: str) -> None:
-    """The summary sits beside the output, named after its stem."""
-    assert summary_path(Path(output)) == Path(summary)
-
-
-def test_journal_path() -> None:
-    """The Parquet journal is named after the whole output name."""
-    assert journal_path(Path("d/x.parquet")) == Path("d/x.parquet.journal.jsonl")
-
-
-def test_write_summary(tmp_path: Path) -> None:
-    """The summary is pretty JSON, replaced whole, with no temporary file left."""
-    path = tmp_path / "sub" / "x.summary.json"
-    write_summary(path, {"rows": 1, "note": "é"})
-    write_summary(path, {"rows": 2, "elapsed": 1.5})
-    assert json.loads(path.read_text(encoding="utf-8")) == {"rows": 2, "elapsed": 1.5}
-    assert path.read_text().startswith('{\n  "rows": 2')
-    assert [p.name for p in path.parent.iterdir()] == ["x.summary.json"]
-
-
-def test_backup_existing(tmp_path: Path) -> None:
-    """--fresh moves the output and its companions aside under one stamp."""
-    output = tmp_path / "x.parquet"
-    noon = datetime(2024, 5, 6, 12, 0, 1)
-    assert backup_existing(output, noon) == []
-    for path in (output, journal_path(output), summary_path(output)):
-        path.write_text("old")
-    moved = backup_existing(output, noon)
-    assert [p.name for p in moved] == [
-        "x.parquet.bak-20240506-120001",
-        "x.parquet.journal.jsonl.bak-20240506-120001",
-        "x.summary.json.bak-20240506-120001",
-    ]
-    assert not output.exists()
-    output.write_text("newer")
-    assert [p.name for p in backup_existing(output, noon)] == [
-        "x.parquet.bak-20240506-120001-1"
-    ]
-    assert (tmp_path / "x.parquet.bak-20240506-120001").read_text() == "old"

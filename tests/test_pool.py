@@ -1,14 +1,20 @@
-"""The pool's hand-offs: an item that is ready moves without a loop round trip."""
+"""
+The pool's own behaviour: hand-offs (an item that is ready moves without a loop
+round trip), and, end to end, its bound on requests in flight.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
-import pytest
 from anyio import wait_all_tasks_blocked
 
+from batchrunner.cli import run
 from batchrunner.records import Api, Request
-from batchrunner.send.pacer import SLACK_SECONDS, Pacer
 from batchrunner.send.pool import hand_over, take
+from batchrunner.simulator import SimulatorServer
+from tests.test_cli import prompts, write_jsonl
 
 
 def _request(row_id: str) -> Request:
@@ -30,6 +36,7 @@ async def test_take_gets_a_waiting_item_without_yielding() -> None:
 
 
 async def test_take_waits_for_an_item_and_sees_the_end() -> None:
+    """With nothing waiting, take() waits for the next item and sees the end."""
     send, receive = anyio.create_memory_object_stream[Request](0)
     taken: list[str | None] = []
 
@@ -48,6 +55,7 @@ async def test_take_waits_for_an_item_and_sees_the_end() -> None:
 
 
 async def test_hand_over_to_a_waiting_receiver_without_yielding() -> None:
+    """hand_over() gives an item to a waiting receiver without a checkpoint."""
     send, receive = anyio.create_memory_object_stream[Request](0)
     got: list[Request] = []
 
@@ -63,22 +71,9 @@ async def test_hand_over_to_a_waiting_receiver_without_yielding() -> None:
     assert [r.row_id for r in got] == ["a"]
 
 
-async def test_pacer_takes_a_slot_within_the_slack_without_sleeping() -> None:
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    now = [0.0]
-    # 60k requests a minute: slots a millisecond apart (less headroom).
-    pacer = Pacer(rpm=60_000, adaptive=False, clock=lambda: now[0], sleep=sleep)
-    await pacer.acquire(1)
-    await pacer.acquire(1)  # ~1.03 ms ahead: over the slack, so it sleeps
-    assert slept == [pytest.approx(1 / 1000 / 0.97)]
-    slept.clear()
-    now[0] += 1.0
-    fast = Pacer(rpm=600_000, adaptive=False, clock=lambda: now[0], sleep=sleep)
-    for _ in range(5):  # 0.1 ms apart: inside the slack
-        await fast.acquire(1)
-    assert slept == []
-    assert SLACK_SECONDS < 1 / 1000 / 0.97
+def test_concurrency_limit_holds(azure_env: SimulatorServer, tmp_path: Path) -> None:
+    """The service never sees more requests in flight than --concurrency."""
+    azure_env.config.latency = 0.02
+    source = write_jsonl(tmp_path / "c.jsonl", prompts(60))
+    assert run([str(source), "--concurrency", "4"]) == 0
+    assert 2 <= azure_env.ledger.max_in_flight <= 4
