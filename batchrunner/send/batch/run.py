@@ -1,0 +1,110 @@
+"""
+One batch-mode run, wired: the credential and the SDK client of an online run,
+the Files and Batches service over it, the collector, the progress display.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
+from pathlib import Path
+
+from batchrunner.azure.client import AzureCompleter
+from batchrunner.azure.credentials import open_auth
+from batchrunner.config.settings import Settings, with_overrides
+from batchrunner.records import Request, RowResult
+from batchrunner.report.logs import Redactor
+from batchrunner.report.progress import ProgressDisplay
+from batchrunner.report.summary import RunStats
+from batchrunner.send.batch.collect import Collector, Ledger, RowColumns
+from batchrunner.send.batch.sender import BatchJob, BatchSender
+from batchrunner.send.batch.service import BatchService
+from batchrunner.send.batch.state import state_path
+from batchrunner.send.retry import RetryPolicy
+
+
+class BatchRun:
+    """Everything a batch-mode run needs from the job; ``run()`` does it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        results: str,
+        output_path: Path,
+        done: set[str],
+        failed: AbstractSet[str],
+        stats: RunStats,
+        requests: Callable[[AbstractSet[str]], Iterator[Request]],
+        rows: RowColumns,
+        rows_left: Callable[[AbstractSet[str]], int],
+        write: Callable[[Sequence[RowResult]], None],
+        check: Callable[[RowResult], RowResult] | None,
+        redactor: Redactor,
+        bar: bool,
+    ) -> None:
+        self.settings = settings
+        self.results = results
+        self.state_file = state_path(output_path)
+        self.ledger = Ledger(done=done, failed_before=failed)
+        self.stats = stats
+        self.requests = requests
+        self.rows = rows
+        self.rows_left = rows_left
+        self.write = write
+        self.check = check
+        self.redactor = redactor
+        self.bar = bar
+        self.stopped: str | None = None
+
+    async def run(self) -> int:
+        """Sign in, then collect, submit and maybe wait; the exit status."""
+        settings = self.settings
+        async with open_auth(settings, on_secret=self.redactor.add) as auth:
+            for secret in auth.secrets:
+                self.redactor.add(secret)
+            assert settings.endpoint
+            # Files reach 200 MB: httpx streams them, where aiohttp reads them whole.
+            client = AzureCompleter(
+                with_overrides(settings, http_transport="httpx", concurrency=4),
+                endpoint=settings.endpoint,
+                api_key=auth.api_key,
+                token_provider=auth.token_provider,
+            )
+            progress = ProgressDisplay(
+                self.stats.rows_planned,
+                bar=self.bar,
+                interval=settings.progress_interval,
+            )
+            try:
+                return await self._run(client, progress)
+            finally:
+                progress.close()
+                await client.aclose()
+
+    async def _run(self, client: AzureCompleter, progress: ProgressDisplay) -> int:
+        settings = self.settings
+        policy = RetryPolicy(settings.max_attempts, max_backoff=settings.max_backoff)
+        service = BatchService(client.sdk, policy)
+        collector = Collector(
+            service,
+            api=settings.api,
+            state_file=self.state_file,
+            rows=self.rows,
+            ledger=self.ledger,
+            write=self.write,
+            check=self.check,
+        )
+        job = BatchJob(
+            settings,
+            results=self.results,
+            requests=self.requests,
+            rows_left=self.rows_left,
+            stats=self.stats,
+            on_progress=progress.update,
+        )
+        sender = BatchSender(job, service, collector)
+        try:
+            return await sender.run()
+        finally:
+            self.stopped = sender.stopped

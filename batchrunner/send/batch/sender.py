@@ -1,0 +1,335 @@
+"""
+A batch-mode run, top to bottom: collect what has ended, submit what is left,
+then exit (75 while batches run), or, with ``--wait``, poll until all have ended.
+
+    lists ─▶ collect ended ─▶ submit rows left ─▶ [poll ─▶ collect ─▶ resubmit …]
+
+The service's own lists are the truth: a batch is this output's when its
+metadata names the output, an input file when its name does. A run killed at
+any step leaves nothing a re-run cannot sort out: an uploaded file that no batch
+uses is deleted before anything is submitted, a batch created but never heard of
+is found in the list, and rows of running batches are not submitted again.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+from openai.types import Batch
+
+from batchrunner.config.settings import Settings
+from batchrunner.errors import EXIT_SIGINT, EXIT_SIGTERM, ApiFailure, ConfigError
+from batchrunner.records import Request
+from batchrunner.report.summary import RunStats
+from batchrunner.send.batch.collect import Collector, Ledger
+from batchrunner.send.batch.lifecycle import (
+    deployment_refusal,
+    exit_status,
+    failure_text,
+    is_running,
+    token_limit_waits,
+    unused_files,
+)
+from batchrunner.send.batch.lines import batch_url, custom_ids, write_parts
+from batchrunner.send.batch.names import PartName, new_submission, output_key
+from batchrunner.send.batch.service import BatchService, is_token_limit
+from batchrunner.send.retry import RetryPolicy, wait_after
+
+log = logging.getLogger("batchrunner")
+
+
+@dataclass
+class BatchJob:
+    """What a batch-mode run needs from the job around it."""
+
+    settings: Settings
+    #: The results, as named in messages: names this output on the service.
+    results: str
+    #: The requests of the rows to send, less the rows in the given set.
+    requests: Callable[[AbstractSet[str]], Iterator[Request]]
+    #: Rows of the plan without an ok record, given the ok ids.
+    rows_left: Callable[[AbstractSet[str]], int]
+    stats: RunStats
+    on_progress: Callable[[RunStats], None] = lambda stats: None
+    clock: Callable[[], float] = time.monotonic
+
+
+class BatchSender:
+    """Runs *job* through the Batch API of *service*; ``run()`` gives the exit code."""
+
+    def __init__(
+        self,
+        job: BatchJob,
+        service: BatchService,
+        collector: Collector,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.job = job
+        self.settings = job.settings
+        self.service = service
+        self.collector = collector
+        self.ledger: Ledger = collector.ledger
+        self._sleep = sleep
+        self._started = job.clock()
+        self.key = output_key(job.results, self.settings.shard)
+        self.running: dict[str, Batch] = {}
+        #: Row ids of each running batch, once known.
+        self._members: dict[str, set[str]] = {}
+        self._failed_batches = 0
+        #: Rows left unsubmitted for a later run (the enqueued-token quota is full).
+        self.held_back = False
+        self.stopped: str | None = None
+        job.stats.batches = Counter()
+
+    async def run(self) -> int:
+        """Collect, submit, maybe wait; the exit status by the contract's rules."""
+        batch_url(self.settings.api)  # embeddings are refused before any call
+        code: int | None = None
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                nonlocal code
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as got:
+                    async for signum in got:
+                        code = EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
+                        self.stopped = f"stopped by {signal.Signals(signum).name}"
+                        log.warning(
+                            "%s: batches go on; re-run to collect", self.stopped
+                        )
+                        group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            await self._lifecycle()
+            group.cancel_scope.cancel()
+        batches = self.job.stats.batches
+        assert batches is not None
+        batches["running"] = len(self.running)
+        if code is not None:
+            return code
+        rows_left = self.job.rows_left(self.ledger.done)
+        return exit_status(
+            running=len(self.running), rows_left=rows_left, held_back=self.held_back
+        )
+
+    async def _lifecycle(self) -> None:
+        batches = await self.service.batches_of(self.key)
+        await self._drop_unused_files(batches)
+        collected = self.collector.collected()
+        self.running = {b.id: b for b in batches if is_running(b)}
+        ended = [b for b in batches if not is_running(b) and b.id not in collected]
+        await self._collect(ended)
+        if self.settings.cancel:
+            await self._cancel()
+        else:
+            await self._submit()
+        self._report()
+        if self.settings.wait or (self.settings.cancel and self.running):
+            self.ledger.failed_now.clear()  # failed from here on: for the next run
+            await self._poll()
+
+    async def _drop_unused_files(self, batches: list[Batch]) -> None:
+        """Delete input files a killed run uploaded but made no batch of."""
+        files = await self.service.files_of(self.key)
+        for file_id in unused_files(files, batches):
+            log.info(
+                "deleting input file %s: uploaded by a run that stopped before it"
+                " made a batch of it", file_id,
+                extra={"event": "batch_file_unused", "file_id": file_id},
+            )  # fmt: skip
+            await self.service.delete_file(file_id)
+
+    # --- collecting ---------------------------------------------------------
+
+    async def _collect(self, ended: list[Batch]) -> None:
+        if not ended:
+            return
+        written = await self.collector.collect(ended)
+        batches = self.job.stats.batches
+        assert batches is not None
+        for batch in ended:
+            batches[batch.status] += 1
+            counts = batch.request_counts
+            log.info(
+                "batch %s %s: %s of %s lines answered", batch.id, batch.status,
+                counts.completed if counts else "?", counts.total if counts else "?",
+                extra={"event": "batch_collected", "batch_id": batch.id,
+                       "status": batch.status},
+            )  # fmt: skip
+            if batch.status == "failed":
+                self._failed_batches += 1
+                log.warning("batch %s failed: %s", batch.id, failure_text(batch))
+        log.debug("collected %d records from %d batches", written, len(ended))
+        self.job.on_progress(self.job.stats)
+        assert self.settings.deployment
+        for batch in ended:
+            refusal = deployment_refusal(batch, self.settings.deployment)
+            if refusal is not None:
+                raise ConfigError(refusal)
+
+    # --- submitting ---------------------------------------------------------
+
+    async def _members_of_running(self) -> set[str]:
+        members: set[str] = set()
+        for batch_id, batch in self.running.items():
+            if batch_id not in self._members:
+                self._members[batch_id] = await self._input_ids(batch.input_file_id)
+            members |= self._members[batch_id]
+        return members
+
+    async def _input_ids(self, file_id: str) -> set[str]:
+        with tempfile.TemporaryDirectory(prefix="batchrunner-input-") as folder:
+            target = Path(folder) / "input.jsonl"
+            await self.service.download(file_id, target)
+            with target.open("rb") as lines:
+                return set(custom_ids(lines))
+
+    async def _submit(self) -> None:
+        """Submit every row with no ok record that no running batch holds."""
+        skip = self.ledger.done | self.ledger.failed_now
+        skip |= await self._members_of_running()
+        settings = self.settings
+        assert settings.deployment
+        with tempfile.TemporaryDirectory(prefix="batchrunner-submit-") as folder:
+            parts = write_parts(
+                self.job.requests(skip),
+                settings.deployment,
+                Path(folder),
+                max_requests=settings.batch_max_requests,
+                max_bytes=settings.batch_max_bytes,
+            )
+            submission = new_submission()
+            for part in parts:
+                name = PartName(self.key, submission, part.number)
+                uploaded = await self.service.upload(part.path, name.file_name)
+                batch = await self._create(uploaded.id, name)
+                if batch is None:
+                    await self.service.delete_file(uploaded.id)
+                    self.held_back = True
+                    return
+                with part.path.open("rb") as lines:
+                    self._members[batch.id] = set(custom_ids(lines))
+                self._submitted(batch, part.requests)
+
+    def _submitted(self, batch: Batch, lines: int) -> None:
+        self.running[batch.id] = batch
+        stats = self.job.stats
+        assert stats.batches is not None
+        stats.batches["submitted"] += 1
+        stats.requests += lines
+        log.info(
+            "submitted batch %s: %d rows", batch.id, lines,
+            extra={"event": "batch_submitted", "batch_id": batch.id, "rows": lines},
+        )  # fmt: skip
+
+    def _time_left(self) -> float | None:
+        deadline = self.settings.deadline
+        if deadline is None:
+            return None
+        return max(0.0, self._started + deadline - self.job.clock())
+
+    async def _create(self, file_id: str, name: PartName) -> Batch | None:
+        """
+        The batch of *file_id*; None when the enqueued-token quota stays full
+        (backing off 5, 10, 20 … s, within ``--deadline`` when one is set).
+        """
+        waits = token_limit_waits(self.settings.max_attempts, self._time_left())
+        for wait in [*waits, None]:
+            try:
+                return await self._create_once(file_id, name)
+            except ApiFailure as failure:
+                if not is_token_limit(failure):
+                    raise
+                if wait is None:
+                    self.stopped = (
+                        "the enqueued-token quota of the deployment is full: the rows"
+                        " left are submitted by a later run"
+                    )
+                    log.warning(self.stopped, extra={"event": "batch_quota_full"})
+                    return None
+                log.info(
+                    "the enqueued-token quota is full; creating the batch again in"
+                    " %.0f s", wait, extra={"event": "batch_token_limit", "wait": wait},
+                )  # fmt: skip
+                await self._sleep(wait)
+        return None
+
+    async def _create_once(self, file_id: str, name: PartName) -> Batch:
+        """
+        Create the batch, retrying timeouts and server faults; before each retry
+        the list is checked, as the failed try may have created it after all.
+        """
+        policy = RetryPolicy(
+            self.settings.max_attempts, max_backoff=self.settings.max_backoff
+        )
+        metadata = name.metadata(self.job.results)
+        endpoint = batch_url(self.settings.api)
+        for attempt in range(1, policy.max_attempts + 1):
+            try:
+                return await self.service.create(file_id, endpoint, metadata)
+            except ApiFailure as failure:
+                if not failure.retryable or attempt == policy.max_attempts:
+                    raise
+                await self._sleep(wait_after(failure, attempt, policy))
+                for batch in await self.service.batches_of(self.key):
+                    if batch.input_file_id == file_id:
+                        return batch
+        raise AssertionError("unreachable: the last attempt raises")
+
+    # --- cancelling and waiting ----------------------------------------------
+
+    async def _cancel(self) -> None:
+        for batch_id, batch in list(self.running.items()):
+            if batch.status != "cancelling":
+                self.running[batch_id] = await self.service.cancel(batch_id)
+                log.info(
+                    "cancelling batch %s", batch_id, extra={"event": "batch_cancel"}
+                )
+        await self._refresh()
+
+    async def _refresh(self) -> list[Batch]:
+        """Look at every running batch; collect those that have ended."""
+        ended = []
+        for batch_id in list(self.running):
+            batch = await self.service.retrieve(batch_id)
+            if is_running(batch):
+                self.running[batch_id] = batch
+            else:
+                ended.append(batch)
+                del self.running[batch_id]
+                self._members.pop(batch_id, None)
+        await self._collect(ended)
+        return ended
+
+    async def _poll(self) -> None:
+        interval = self.settings.poll_interval
+        while self.running:
+            left = self._time_left()
+            if left is not None and left < interval:
+                self.stopped = "the deadline is near: batches still running"
+                log.warning("%s; re-run to collect them", self.stopped)
+                return
+            await self._sleep(interval)
+            ended = await self._refresh()
+            if ended and not self.settings.cancel and self._may_resubmit():
+                await self._submit()
+            self._report()
+
+    def _may_resubmit(self) -> bool:
+        # Batches that keep failing validation would be resubmitted for ever.
+        return self._failed_batches < self.settings.max_attempts
+
+    def _report(self) -> None:
+        batches = self.job.stats.batches
+        assert batches is not None
+        batches["running"] = len(self.running)
+        self.job.on_progress(self.job.stats)
