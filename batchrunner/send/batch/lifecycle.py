@@ -43,12 +43,15 @@ class LineFault:
 
 
 def validation_faults(batch: Batch) -> list[LineFault]:
-    """The errors of a failed *batch* that name an input line (1-based)."""
+    """
+    The errors of a failed *batch* that name an input line (1-based), less those
+    about the deployment (which concern every line, see ``deployment_refusal``).
+    """
     data = batch.errors.data if batch.errors is not None else None
     return [
         LineFault(int(error.line), error.code, error.message or "invalid line")
         for error in data or ()
-        if error.line is not None
+        if error.line is not None and error.code not in DEPLOYMENT_CODES
     ]
 
 

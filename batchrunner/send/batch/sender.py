@@ -95,6 +95,7 @@ class BatchSender:
         """Collect, submit, maybe wait; the exit status by the contract's rules."""
         batch_url(self.settings.api)  # embeddings are refused before any call
         code: int | None = None
+        failure: Exception | None = None
         async with anyio.create_task_group() as group:
 
             async def watch() -> None:
@@ -109,8 +110,13 @@ class BatchSender:
                         group.cancel_scope.cancel()
 
             group.start_soon(watch)
-            await self._lifecycle()
+            try:
+                await self._lifecycle()
+            except Exception as exc:  # raised as itself, not in an ExceptionGroup
+                failure = exc
             group.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         batches = self.job.stats.batches
         assert batches is not None
         batches["running"] = len(self.running)

@@ -1,0 +1,187 @@
+"""
+Batch mode end to end: ``python -m batchrunner --mode batch`` in child
+processes, the real SDK, and the simulator's Files and Batches API over HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batchrunner.simulator import SimulatorServer
+from tests.batchkit import (
+    all_batches,
+    events,
+    fast_config,
+    input_files,
+    make_job,
+    ok_counts,
+    records,
+    run,
+    wait_until_ended,
+)
+from tests.conftest import DEPLOYMENT
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorServer]:
+    """The simulator, answering batches as fast as it can."""
+    with SimulatorServer(fast_config()) as server:
+        yield server
+
+
+def test_submit_then_collect_in_a_later_process(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """One run submits and exits 75; the next collects every row once, exit 0."""
+    source = make_job(tmp_path, 12)
+    results = tmp_path / "job.results.jsonl"
+    first = run(source, sim)
+    assert first.returncode == 75, first.stderr.decode()
+    assert not results.exists() or records(results) == []
+    wait_until_ended(sim, 1)
+
+    second = run(source, sim)
+    assert second.returncode == 0, second.stderr.decode()
+    counts = ok_counts(results)
+    assert counts == {f"r{i}": 1 for i in range(12)}
+    record = next(r for r in records(results) if r["id"] == "r3")
+    assert record["output"] and record["finish_reason"] == "stop"
+    assert record["usage"]["total_tokens"] > 0
+    assert record["model"] == "gpt-4o-mini-2024-07-18"
+    assert record["request_id"] and record["attempts"] == 1
+    assert record["input"] == {"label": 3}
+    assert [r["id"] for r in records(results)] == [f"r{i}" for i in range(12)]
+
+    third = run(source, sim)
+    assert third.returncode == 0, third.stderr.decode()
+    assert len(all_batches(sim)) == 1
+    assert ok_counts(results) == counts
+    assert sim.ledger.batch_line_counts() == {f"r{i}": 1 for i in range(12)}
+
+
+def test_wait_polls_to_the_end_and_summary_counts_batches(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """--wait stays until every batch ended; the summary counts the batches."""
+    source = make_job(tmp_path, 5)
+    done = run(source, sim, "--wait")
+    assert done.returncode == 0, done.stderr.decode()
+    summary = next(e["summary"] for e in events(done) if e.get("event") == "summary")
+    assert summary["batches"] == {
+        "submitted": 1, "completed": 1, "expired": 0, "failed": 0,
+        "cancelled": 0, "running": 0,
+    }  # fmt: skip
+    assert summary["rows_ok"] == 5
+    written = tmp_path / "job.results.summary.json"
+    assert '"batches"' in written.read_text()
+
+
+def test_files_split_at_the_limits(sim: SimulatorServer, tmp_path: Path) -> None:
+    """Ten rows at four a file make three batches of 4, 4 and 2 lines."""
+    source = make_job(tmp_path, 10)
+    done = run(source, sim, "--wait", BATCHRUNNER_BATCH_MAX_REQUESTS="4")
+    assert done.returncode == 0, done.stderr.decode()
+    batches = sorted(all_batches(sim), key=lambda b: b.metadata["batchrunner_part"])
+    assert [b.request_counts.total for b in batches] == [4, 4, 2]
+    assert all(b.metadata == batches[0].metadata | {
+        "batchrunner_submission": b.metadata["batchrunner_submission"],
+        "batchrunner_part": b.metadata["batchrunner_part"],
+    } for b in batches)  # fmt: skip
+    names = sorted(f.filename for f in input_files(sim))
+    assert [n.rsplit("-", 1)[1] for n in names] == [
+        "0001.jsonl", "0002.jsonl", "0003.jsonl",
+    ]  # fmt: skip
+    assert ok_counts(tmp_path / "job.results.jsonl") == {f"r{i}": 1 for i in range(10)}
+
+
+def test_failed_lines_are_recorded_and_only_they_resubmitted(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """Lines answered with errors become error records; the next run sends only them."""
+    source = make_job(tmp_path, 8)
+    long = source.read_text().replace('"row 2 please"', '"' + "word " * 80 + '"')
+    source.write_text(long.replace('"row 5 please"', '"' + "word " * 80 + '"'))
+    sim.config.context_windows = {"gpt-4o-mini-2024-07-18": 60}
+    first = run(source, sim, "--wait")
+    assert first.returncode == 1, first.stderr.decode()
+    results = tmp_path / "job.results.jsonl"
+    failed = {r["id"]: r for r in records(results) if r["status"] == "error"}
+    assert set(failed) == {"r2", "r5"}
+    assert failed["r2"]["error"]["code"] == "context_length_exceeded"
+    assert failed["r2"]["error"]["status_code"] == 400
+    assert failed["r2"]["input"] == {"label": 2}
+
+    sim.config.context_windows = {}
+    second = run(source, sim, "--wait")
+    assert second.returncode == 0, second.stderr.decode()
+    assert all_batches(sim)[-1].request_counts.total == 2
+    lines = sim.ledger.batch_line_counts()
+    assert lines == {f"r{i}": 2 if i in (2, 5) else 1 for i in range(8)}
+    assert ok_counts(results) == {f"r{i}": 1 for i in range(8)}
+
+
+def test_expired_batch_keeps_its_done_rows_and_resubmits_the_rest(
+    tmp_path: Path,
+) -> None:
+    """An expired batch's answered rows are kept; --wait resubmits only the rest."""
+    with SimulatorServer(fast_config(batch_expire_after={1: 4})) as sim:
+        source = make_job(tmp_path, 10)
+        done = run(source, sim, "--wait")
+        assert done.returncode == 0, done.stderr.decode()
+        first, second = all_batches(sim)
+        assert first.status == "expired" and second.status == "completed"
+        assert second.request_counts.total == 6
+        assert sim.ledger.batch_line_counts() == {f"r{i}": 1 for i in range(10)}
+    assert ok_counts(tmp_path / "job.results.jsonl") == {f"r{i}": 1 for i in range(10)}
+    summary = next(e["summary"] for e in events(done) if e.get("event") == "summary")
+    assert (summary["batches"]["expired"], summary["batches"]["submitted"]) == (1, 2)
+
+
+def test_bad_input_uploads_nothing(sim: SimulatorServer, tmp_path: Path) -> None:
+    """A bad row, or embeddings in batch mode, exits 2 with nothing uploaded."""
+    source = make_job(tmp_path, 3)
+    source.write_text(source.read_text() + '{"id": "r0", "prompt": "again"}\n')
+    done = run(source, sim)
+    assert done.returncode == 2
+    assert "job.jsonl:4" in done.stderr.decode()
+    source = make_job(tmp_path, 3)
+    embeddings = run(source, sim, "--api", "embeddings")
+    assert embeddings.returncode == 2
+    assert "does not support embeddings" in embeddings.stderr.decode()
+    assert input_files(sim) == [] and all_batches(sim) == []
+
+
+def test_a_deployment_that_cannot_run_batches_is_named(tmp_path: Path) -> None:
+    """A deployment that is not Global-Batch fails validation: exit 2, how to fix."""
+    with SimulatorServer(fast_config(batch_deployments={"other"})) as sim:
+        source = make_job(tmp_path, 3)
+        done = run(source, sim, "--wait")
+    assert done.returncode == 2
+    message = events(done)[-1]["message"]
+    assert "Global-Batch" in message and repr(DEPLOYMENT) in message
+    assert "--deployment" in message
+
+
+def test_full_enqueued_token_quota_within_the_deadline_exits_75(
+    tmp_path: Path,
+) -> None:
+    """token_limit_exceeded at create, no time to back off: exit 75, file deleted."""
+    with SimulatorServer(fast_config(batch_enqueued_tokens=10)) as sim:
+        source = make_job(tmp_path, 3)
+        done = run(source, sim, "--deadline", "3s")
+        assert done.returncode == 75, done.stderr.decode()
+        assert all_batches(sim) == [] and input_files(sim) == []
+    assert any(e.get("event") == "batch_quota_full" for e in events(done))
+
+
+def test_simulate_batch_wait_end_to_end(tmp_path: Path) -> None:
+    """--simulate --mode batch --wait runs the whole thing offline."""
+    source = make_job(tmp_path, 4)
+    with SimulatorServer(fast_config()) as unused:
+        done = run(source, unused, "--simulate", "--wait")
+    assert done.returncode == 0, done.stderr.decode()
+    assert ok_counts(tmp_path / "job.results.jsonl") == {f"r{i}": 1 for i in range(4)}
+    assert unused.ledger.batch_line_counts() == {}
