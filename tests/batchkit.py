@@ -107,7 +107,7 @@ def all_batches(sim: SimulatorServer) -> list[Any]:
 def input_files(sim: SimulatorServer) -> list[Any]:
     """Every uploaded batch input file the simulator holds."""
     with sdk(sim) as client:
-        return [f for f in client.files.list(purpose="batch")]
+        return list(client.files.list(purpose="batch"))
 
 
 def wait_until_ended(sim: SimulatorServer, count: int) -> None:
