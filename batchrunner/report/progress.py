@@ -221,8 +221,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
         table.add_row(f"error {error['kind']}", f"{error['rows']:,} × e.g. {example}")
     batches = summary.get("batches")
     if batches is not None:
-        shown = " / ".join(f"{batches[k]:,}" for k in BATCH_COUNTS)
-        table.add_row(f"batches {' / '.join(BATCH_COUNTS)}", shown)
+        shown = ", ".join(f"{batches[k]:,} {k}" for k in BATCH_COUNTS)
+        table.add_row("batches", shown)
     if summary.get("stopped"):
         table.add_row("stopped", summary["stopped"])
     return table

@@ -83,8 +83,6 @@ class BatchSender:
         self._started = job.clock()
         self.key = output_key(job.results, self.settings.shard)
         self.running: dict[str, Batch] = {}
-        #: Row ids of each running batch, once known.
-        self._members: dict[str, set[str]] = {}
         self._failed_batches = 0
         #: Rows left unsubmitted for a later run (the enqueued-token quota is full).
         self.held_back = False
@@ -185,11 +183,14 @@ class BatchSender:
     # --- submitting ---------------------------------------------------------
 
     async def _members_of_running(self) -> set[str]:
+        """
+        The rows in running batches, read from their input files on the service
+        each time it is asked (at a submit, which is rare): not kept, as a run
+        that only waits for its batches never needs them.
+        """
         members: set[str] = set()
-        for batch_id, batch in self.running.items():
-            if batch_id not in self._members:
-                self._members[batch_id] = await self._input_ids(batch.input_file_id)
-            members |= self._members[batch_id]
+        for batch in self.running.values():
+            members |= await self._input_ids(batch.input_file_id)
         return members
 
     async def _input_ids(self, file_id: str) -> set[str]:
@@ -222,8 +223,6 @@ class BatchSender:
                     await self.service.delete_file(uploaded.id)
                     self.held_back = True
                     return
-                with part.path.open("rb") as lines:
-                    self._members[batch.id] = set(custom_ids(lines))
                 self._submitted(batch, part.requests)
 
     def _submitted(self, batch: Batch, lines: int) -> None:
@@ -312,7 +311,6 @@ class BatchSender:
             else:
                 ended.append(batch)
                 del self.running[batch_id]
-                self._members.pop(batch_id, None)
         await self._collect(ended)
         return ended
 
