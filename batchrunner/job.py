@@ -51,7 +51,7 @@ from batchrunner.report.rowlog import RowLog
 from batchrunner.report.summary import RunStats
 from batchrunner.results.claim import hold_output, recorded_done
 from batchrunner.results.destination import Output
-from batchrunner.results.resume import read_state
+from batchrunner.results.resume import error_request_ids, read_state
 from batchrunner.results.sinks import ResultSink, open_sink
 from batchrunner.results.spend import recorded_cost
 from batchrunner.rows.reader import open_rows, spool_stdin
@@ -480,6 +480,7 @@ def _send_batches(
             results=output.shown,
             done=set(state.done_ids),
             failed=state.failed_ids,
+            failed_requests=error_request_ids(output.path),
             stats=stats,
             requests=lambda skip: _planned_requests(source, live, skip),
             rows=every_row,

@@ -106,8 +106,13 @@ def test_kill_between_download_and_write(sim: SimulatorServer, tmp_path: Path) -
     every_row_once(sim, results)
 
 
-def test_killed_while_writing_collects_the_rest_once(tmp_path: Path) -> None:
-    """Records written before a kill mid-collect are not written again, errors too."""
+@pytest.mark.parametrize("left", ["collecting", "no state"])
+def test_collected_again_appends_nothing_twice(tmp_path: Path, left: str) -> None:
+    """
+    A batch collected again, after a kill mid-write (still *collecting*) or with
+    its state file lost, appends only what the results lack: no ok row or error
+    line twice.
+    """
     with SimulatorServer(fast_config()) as sim:
         source = make_job(tmp_path, ROWS)
         source.write_text(
@@ -117,13 +122,15 @@ def test_killed_while_writing_collects_the_rest_once(tmp_path: Path) -> None:
         first = run(source, sim, "--wait")
         assert first.returncode == 1, first.stderr.decode()
         results = tmp_path / "job.results.jsonl"
-        # What a kill after three records leaves: the batch still "collecting".
-        lines = results.read_bytes().split(b"\n")
-        results.write_bytes(b"\n".join(lines[:3]) + b"\n")
         state = tmp_path / "job.results.batches.json"
-        data = json.loads(state.read_text())
-        data["collecting"], data["collected"] = data["collected"], []
-        state.write_text(json.dumps(data))
+        if left == "collecting":  # what a kill after three records leaves
+            lines = results.read_bytes().split(b"\n")
+            results.write_bytes(b"\n".join(lines[:3]) + b"\n")
+            data = json.loads(state.read_text())
+            data["collecting"], data["collected"] = data["collected"], []
+            state.write_text(json.dumps(data))
+        else:
+            state.unlink()
 
         again = run(source, sim)
         assert again.returncode == 75, again.stderr.decode()  # r1 sent again

@@ -270,3 +270,27 @@ def test_batch_settings_and_prices(tmp_path: Path) -> None:
     assert settings.price_for("gpt-4o-mini") == (0.075, 0.3)
     online = build_settings({}, {}, None)
     assert online.mode == "online" and online.price_for("gpt-4o-mini") == (0.15, 0.6)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_error_request_ids_are_read_from_every_format(
+    tmp_path: Path, suffix: str
+) -> None:
+    """The request ids of error records are found in JSONL, CSV and Parquet."""
+    from batchrunner.results.resume import error_request_ids
+    from batchrunner.results.sinks import open_sink
+
+    path = tmp_path / f"out{suffix}"
+    error = {"type": "t", "status_code": 400, "code": "c", "message": "m"}
+    sink = open_sink(path)
+    sink.write([
+        {"id": "a", "status": "error", "attempts": 1, "request_id": "q1",
+         "error": error},
+        {"id": "b", "status": "ok", "output": "x", "attempts": 1,
+         "request_id": "q2"},
+        {"id": "c", "status": "error", "attempts": 1, "request_id": None,
+         "error": error},
+    ])  # fmt: skip
+    sink.close()
+    assert error_request_ids(path) == {"q1"}
+    assert error_request_ids(tmp_path / f"none{suffix}") == set()

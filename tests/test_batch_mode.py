@@ -117,25 +117,33 @@ def test_failed_lines_are_recorded_and_only_they_resubmitted(
     sim.config.context_windows = {}
     second = run(source, sim, "--wait")
     assert second.returncode == 0, second.stderr.decode()
-    assert all_batches(sim)[-1].request_counts.total == 2
+    assert sorted(b.request_counts.total for b in all_batches(sim)) == [2, 8]
     lines = sim.ledger.batch_line_counts()
     assert lines == {f"r{i}": 2 if i in (2, 5) else 1 for i in range(8)}
     assert ok_counts(results) == {f"r{i}": 1 for i in range(8)}
 
 
+@pytest.mark.parametrize("listed", [False, True], ids=["unlisted", "batch_expired"])
 def test_expired_batch_keeps_its_done_rows_and_resubmits_the_rest(
-    tmp_path: Path,
+    tmp_path: Path, listed: bool
 ) -> None:
-    """An expired batch's answered rows are kept; --wait resubmits only the rest."""
-    with SimulatorServer(fast_config(batch_expire_after={1: 4})) as sim:
+    """
+    An expired batch's answered rows are kept; --wait resubmits only the rest,
+    whether the error file lists them (``batch_expired``) or not.
+    """
+    config = fast_config(
+        batch_expire_after={1: 4}, batch_unfinished_in_error_file=listed
+    )
+    with SimulatorServer(config) as sim:
         source = make_job(tmp_path, 10)
         done = run(source, sim, "--wait")
         assert done.returncode == 0, done.stderr.decode()
-        first, second = all_batches(sim)
-        assert first.status == "expired" and second.status == "completed"
-        assert second.request_counts.total == 6
+        ended = {b.status: b.request_counts.total for b in all_batches(sim)}
+        assert ended == {"expired": 10, "completed": 6}
         assert sim.ledger.batch_line_counts() == {f"r{i}": 1 for i in range(10)}
-    assert ok_counts(tmp_path / "job.results.jsonl") == {f"r{i}": 1 for i in range(10)}
+    results = tmp_path / "job.results.jsonl"
+    assert ok_counts(results) == {f"r{i}": 1 for i in range(10)}
+    assert all(r["status"] == "ok" for r in records(results))
     summary = next(e["summary"] for e in events(done) if e.get("event") == "summary")
     assert (summary["batches"]["expired"], summary["batches"]["submitted"]) == (1, 2)
 

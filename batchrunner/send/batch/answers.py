@@ -19,14 +19,23 @@ from batchrunner.records import Api, ErrorInfo, RowResult
 
 #: The ``error.type`` of a line that failed without an HTTP answer.
 LINE_ERROR = "BatchLineError"
+#: Error codes of lines the batch ended before answering (OpenAI lists them in
+#: the error file): the row is unanswered, not failed, and is submitted again.
+UNANSWERED_CODES = frozenset({"batch_expired", "batch_cancelled"})
 
 
 def result_from_line(line: bytes, api: Api) -> RowResult | None:
-    """The result of one output or error *line*; None for a blank one."""
+    """
+    The result of one output or error *line*; None for a blank line and for a
+    request the batch ended before answering.
+    """
     if not line.strip():
         return None
     data = json.loads(line)
     row_id = str(data["custom_id"])
+    error = data.get("error")
+    if isinstance(error, Mapping) and error.get("code") in UNANSWERED_CODES:
+        return None
     response = data.get("response") or {}
     request_id = response.get("request_id")
     status = response.get("status_code")

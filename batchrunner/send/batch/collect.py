@@ -7,7 +7,9 @@ Collecting happens exactly once per batch: the batch is marked *collecting* in
 the state file before anything is appended and *collected* after. A batch found
 still marked *collecting* (the last run was killed while writing) is collected
 again, skipping the rows the results already hold from it: an ``ok`` row is
-never appended twice, and neither is an error line of a batch collected again.
+never appended twice, and neither is an error line (known by its request id, or
+for a line without one, by its row's earlier error record). So a batch collected
+again for any reason, even with the state file lost, appends nothing twice.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class Ledger:
     done: set[str]
     #: Rows an earlier run recorded as failed (and not ok since).
     failed_before: AbstractSet[str] = frozenset()
+    #: The request ids of the error records the results hold.
+    failed_requests: set[str] = field(default_factory=set)
     failed_now: set[str] = field(default_factory=set)
 
 
@@ -151,8 +155,13 @@ class Collector:
         if result.status == "ok":
             ledger.done.add(result.id)
             return result
-        if again and result.id in ledger.failed_before:
+        request_id = result.request_id
+        if request_id is not None and request_id in ledger.failed_requests:
+            return None  # this very line is recorded already
+        if request_id is None and again and result.id in ledger.failed_before:
             return None  # written by the run that was killed collecting it
+        if request_id is not None:
+            ledger.failed_requests.add(request_id)
         ledger.failed_now.add(result.id)
         return result
 
@@ -197,7 +206,8 @@ class _Answers:
         handle = self._handle(number)
         handle.seek(offset)
         result = result_from_line(handle.readline(), api)
-        assert result is not None
+        if result is None:  # the batch ended before answering it
+            return None
         return result, self._again[number]
 
     def _handle(self, number: int) -> BinaryIO:

@@ -34,6 +34,7 @@ class BatchRun:
         output_path: Path,
         done: set[str],
         failed: AbstractSet[str],
+        failed_requests: set[str],
         stats: RunStats,
         requests: Callable[[AbstractSet[str]], Iterator[Request]],
         rows: RowColumns,
@@ -46,7 +47,9 @@ class BatchRun:
         self.settings = settings
         self.results = results
         self.state_file = state_path(output_path)
-        self.ledger = Ledger(done=done, failed_before=failed)
+        self.ledger = Ledger(
+            done=done, failed_before=failed, failed_requests=failed_requests
+        )
         self.stats = stats
         self.requests = requests
         self.rows = rows
