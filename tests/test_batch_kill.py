@@ -164,3 +164,19 @@ def test_cancel_collects_what_finished_and_a_rerun_sends_the_rest(
         assert rest.returncode == 0, rest.stderr.decode()
         assert sim.ledger.batch_line_counts() == {f"r{i}": 1 for i in range(40)}
     assert ok_counts(results) == {f"r{i}": 1 for i in range(40)}
+
+
+def test_sigterm_while_waiting_exits_143_and_batches_go_on(tmp_path: Path) -> None:
+    """SIGTERM during --wait exits 143; the batch runs on and a re-run collects it."""
+    with SimulatorServer(fast_config(batch_lines_per_second=20.0)) as sim:
+        source = make_job(tmp_path, 30)
+        proc = start(source, sim, "--wait")
+        sim.ledger.wait_for_batches(lambda s: "in_progress" in s.values())
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err.decode()
+        wait_until_ended(sim, 1)
+        rerun = run(source, sim)
+        assert rerun.returncode == 0, rerun.stderr.decode()
+        assert [b.status for b in all_batches(sim)] == ["completed"]
+    assert ok_counts(tmp_path / "job.results.jsonl") == {f"r{i}": 1 for i in range(30)}

@@ -53,8 +53,11 @@ class ProgressDisplay:
         interval: float = EVENT_INTERVAL,
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
+        batches: bool = False,
     ) -> None:
         self.total = total
+        #: Batch mode: rows arrive a batch at a time, so batches, not rates, show.
+        self.batches = batches
         self.tpm = tpm
         self.interval = interval
         self._clock = clock
@@ -69,12 +72,19 @@ class ProgressDisplay:
 
     def _start_bar(self, stream: TextIO) -> None:
         console = Console(file=stream)
+        rates = (
+            []
+            if self.batches
+            else [
+                TextColumn("· {task.fields[rate]} · {task.fields[tokens]} · eta"),
+                TimeRemainingColumn(),
+            ]
+        )
         self._bar = Progress(
             TextColumn("[bold]rows"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("· {task.fields[rate]} · {task.fields[tokens]} · eta"),
-            TimeRemainingColumn(),
+            *rates,
             TextColumn("· elapsed"),
             TimeElapsedColumn(),
             TextColumn("· {task.fields[counts]}"),
@@ -120,12 +130,12 @@ class ProgressDisplay:
         assert self._bar is not None
         figures = progress_figures(stats, self.total, now - self._started, self.tpm)
         counts = f"retries {stats.retries} · 429s {stats.throttled}"
+        if stats.batches is not None:
+            counts = batches_text(stats.batches)
         if stats.rows_failed:
             counts += f" · [red]failed {stats.rows_failed}[/]"
         if stats.rows_cached or stats.rows_shared:
             counts += f" · reused {stats.rows_cached + stats.rows_shared}"
-        if stats.batches is not None:
-            counts = batches_text(stats.batches) + " · " + counts
         self._bar.update(
             self._task,
             completed=figures["rows_done"],

@@ -78,6 +78,7 @@ class BatchRun:
                 self.stats.rows_planned,
                 bar=self.bar,
                 interval=settings.progress_interval,
+                batches=True,
             )
             try:
                 return await self._run(client, progress)

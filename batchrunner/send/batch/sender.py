@@ -173,7 +173,7 @@ class BatchSender:
                 self._failed_batches += 1
                 log.warning("batch %s failed: %s", batch.id, failure_text(batch))
         log.debug("collected %d records from %d batches", written, len(ended))
-        self.job.on_progress(self.job.stats)
+        self._report()
         assert self.settings.deployment
         for batch in ended:
             refusal = deployment_refusal(batch, self.settings.deployment)
