@@ -144,19 +144,19 @@ def run_job(
             for backup in out.backups:
                 log.info("kept the earlier results as %s", backup)
             if settings.mode == "batch":
-                code = _send_batches(
+                outcome = _send_batches(
                     source, settings, out, found.rows, redactor, json_lines, checker
                 )
             else:
                 hooks = run_hooks(settings, checker, found.repeats)
-                code = _send(
+                outcome = _send(
                     source, settings, out, found.rows, redactor, json_lines, hooks
                 )
         finally:
             out.close()
         if settings.join:
             _join(source, settings, out.path)
-        return code
+        return outcome
 
 
 def _join(source: Source, settings: Settings, output: Path) -> None:
@@ -446,13 +446,13 @@ def _send_batches(
     redactor: Redactor,
     json_lines: bool,
     checker: AnswerChecker | None,
-) -> int:
+) -> Outcome:
     from batchrunner.send.batch.run import BatchRun
 
     state = read_state(output.path)
     planned, skipped = _count_plan(source, settings, state.done_ids, rows)
     stats = RunStats(rows_planned=planned, rows_skipped=skipped)
-    RUN_CONTEXT.counters = stats.counters
+    bind_counters(stats.counters)
     log.info(
         "%d rows to do in batches, %d already done, results in %s", planned, skipped,
         output.shown, extra={"event": "start", "rows_planned": planned,
@@ -492,12 +492,13 @@ def _send_batches(
             bar=not json_lines and live.verbosity >= 0 and sys.stderr.isatty(),
         )
         try:
-            code = anyio.run(run.run)
+            ended = anyio.run(run.run)
         finally:
             sink.close()
     summary = stats.as_dict(time.monotonic() - started)
     summary["results"] = output.shown
-    summary["stopped"] = run.stopped
+    summary["stopped"] = None if ended.stopped is None else str(ended.stopped)
     output.finish(summary)
     print_summary(summary, json_lines=json_lines)
-    return code
+    # Every row of the plan without an ok record counts, not only those that failed.
+    return Outcome(rows_failed=ended.rows_left, stopped=ended.stopped)

@@ -9,16 +9,16 @@ import pytest
 from openai.types import Batch, FileObject
 
 from batchrunner.config.settings import build_settings
-from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, EXIT_TEMPFAIL, ConfigError
+from batchrunner.errors import EXIT_TEMPFAIL, ConfigError
 from batchrunner.records import Api, Request
 from batchrunner.send.batch.answers import result_from_line
 from batchrunner.send.batch.lifecycle import (
     deployment_refusal,
-    exit_status,
     is_running,
     token_limit_waits,
     unused_files,
     validation_faults,
+    why_stopped,
 )
 from batchrunner.send.batch.lines import (
     batch_url,
@@ -232,12 +232,14 @@ def test_token_limit_waits_double_and_fit_the_deadline() -> None:
     assert token_limit_waits(99, 4.0) == []
 
 
-def test_exit_status_rules() -> None:
-    """75 while batches run or rows wait for a later run; else 0 or 1."""
-    assert exit_status(running=1, rows_left=0, held_back=False) == EXIT_TEMPFAIL
-    assert exit_status(running=0, rows_left=3, held_back=True) == EXIT_TEMPFAIL
-    assert exit_status(running=0, rows_left=0, held_back=False) == EXIT_OK
-    assert exit_status(running=0, rows_left=2, held_back=False) == EXIT_ROWS_FAILED
+def test_running_batches_or_held_back_rows_are_resumable() -> None:
+    """Running batches or rows held back end the run resumably (75); else not."""
+    running = why_stopped(2, None)
+    assert running is not None and running.exit_code == EXIT_TEMPFAIL
+    assert "2 batches are still running" in str(running)
+    held = why_stopped(0, "the quota is full")
+    assert held is not None and str(held) == "the quota is full"
+    assert why_stopped(0, None) is None
 
 
 def test_state_round_trips_and_damage_is_explained(tmp_path: Path) -> None:

@@ -243,16 +243,6 @@ class Settings:
         in_batch = self.mode == "batch" if batch is None else batch
         return self.batch_prices if in_batch else self.prices
 
-
-def price_name(
-    settings: Settings, model: str | None, *, batch: bool | None = None
-) -> str | None:
-    """The entry of the price table that prices *model* (longest prefix), or None."""
-    name = (model or settings.model or settings.deployment or "").lower()
-    table = settings.price_table(batch)
-    matches = [p for p in table if name.startswith(p.lower())]
-    return max(matches, key=len) if matches else None
-
     @property
     def pacing(self) -> PacingSettings:
         """What the pacer and the pool take."""
@@ -279,6 +269,16 @@ def price_name(
             deployment=self.deployment,
             price=self.price_for(None),
         )
+
+
+def price_name(
+    settings: Settings, model: str | None, *, batch: bool | None = None
+) -> str | None:
+    """The entry of the price table that prices *model* (longest prefix), or None."""
+    name = (model or settings.model or settings.deployment or "").lower()
+    table = settings.price_table(batch)
+    matches = [p for p in table if name.startswith(p.lower())]
+    return max(matches, key=len) if matches else None
 
 
 # --- parsing of single values -------------------------------------------------

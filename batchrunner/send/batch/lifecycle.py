@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from openai.types import Batch, FileObject
 
-from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, EXIT_TEMPFAIL
+from batchrunner.errors import Resumable
 
 #: Statuses of a batch that has ended: its output and error files are final.
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -103,11 +103,18 @@ def token_limit_waits(max_tries: int, time_left: float | None) -> Sequence[float
         wait = min(wait * 2, TOKEN_LIMIT_MAX_WAIT)
 
 
-def exit_status(*, running: int, rows_left: int, held_back: bool) -> int:
+def why_stopped(running: int, held_back: str | None) -> Resumable | None:
     """
-    75 while batches run (or rows were held back for a later run), 0 when every
-    row is ok, 1 when nothing runs and some rows have no ok record.
+    Why the run ends before every row is answered, for a later run to go on
+    (exit 75): batches still running, or rows held back (*held_back* says why).
+    None when nothing is left to wait for: every row is ok, or some failed.
     """
-    if running or held_back:
-        return EXIT_TEMPFAIL
-    return EXIT_OK if rows_left == 0 else EXIT_ROWS_FAILED
+    if running:
+        batches = "1 batch is" if running == 1 else f"{running} batches are"
+        return Resumable(
+            f"{batches} still running: run the same command again to collect"
+            " them (or add --wait)"
+        )
+    if held_back is not None:
+        return Resumable(held_back)
+    return None

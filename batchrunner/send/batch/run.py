@@ -17,7 +17,7 @@ from batchrunner.report.logs import Redactor
 from batchrunner.report.progress import ProgressDisplay
 from batchrunner.report.summary import RunStats
 from batchrunner.send.batch.collect import Collector, Ledger, RowColumns
-from batchrunner.send.batch.sender import BatchJob, BatchSender
+from batchrunner.send.batch.sender import BatchEnding, BatchJob, BatchSender
 from batchrunner.send.batch.service import BatchService
 from batchrunner.send.batch.state import state_path
 from batchrunner.send.retry import RetryPolicy
@@ -58,9 +58,8 @@ class BatchRun:
         self.check = check
         self.redactor = redactor
         self.bar = bar
-        self.stopped: str | None = None
 
-    async def run(self) -> int:
+    async def run(self) -> BatchEnding:
         """Sign in, then collect, submit and maybe wait; the exit status."""
         settings = self.settings
         async with open_auth(settings, on_secret=self.redactor.add) as auth:
@@ -86,7 +85,9 @@ class BatchRun:
                 progress.close()
                 await client.aclose()
 
-    async def _run(self, client: AzureCompleter, progress: ProgressDisplay) -> int:
+    async def _run(
+        self, client: AzureCompleter, progress: ProgressDisplay
+    ) -> BatchEnding:
         settings = self.settings
         policy = RetryPolicy(settings.max_attempts, max_backoff=settings.max_backoff)
         service = BatchService(client.sdk, policy)
@@ -107,8 +108,4 @@ class BatchRun:
             stats=self.stats,
             on_progress=progress.update,
         )
-        sender = BatchSender(job, service, collector)
-        try:
-            return await sender.run()
-        finally:
-            self.stopped = sender.stopped
+        return await BatchSender(job, service, collector).run()

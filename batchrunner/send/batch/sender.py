@@ -27,17 +27,17 @@ import anyio
 from openai.types import Batch
 
 from batchrunner.config.settings import Settings
-from batchrunner.errors import EXIT_SIGINT, EXIT_SIGTERM, ApiFailure, ConfigError
+from batchrunner.errors import ApiFailure, ConfigError, Interrupted, RunStopped
 from batchrunner.records import Request
 from batchrunner.report.summary import RunStats
 from batchrunner.send.batch.collect import Collector, Ledger
 from batchrunner.send.batch.lifecycle import (
     deployment_refusal,
-    exit_status,
     failure_text,
     is_running,
     token_limit_waits,
     unused_files,
+    why_stopped,
 )
 from batchrunner.send.batch.lines import batch_url, custom_ids, write_parts
 from batchrunner.send.batch.names import PartName, new_submission, output_key
@@ -63,6 +63,15 @@ class BatchJob:
     clock: Callable[[], float] = time.monotonic
 
 
+@dataclass(frozen=True)
+class BatchEnding:
+    """How a batch-mode run ended: rows still without an ok record, and why not."""
+
+    rows_left: int
+    #: Batches still running or rows held back (resumable), or a signal.
+    stopped: RunStopped | None
+
+
 class BatchSender:
     """Runs *job* through the Batch API of *service*; ``run()`` gives the exit code."""
 
@@ -84,30 +93,17 @@ class BatchSender:
         self.key = output_key(job.results, self.settings.shard)
         self.running: dict[str, Batch] = {}
         self._failed_batches = 0
-        #: Rows left unsubmitted for a later run (the enqueued-token quota is full).
-        self.held_back = False
-        self.stopped: str | None = None
+        #: Why rows were left unsubmitted for a later run (the quota is full).
+        self.held_back: str | None = None
+        self.interrupted: Interrupted | None = None
         job.stats.batches = Counter()
 
-    async def run(self) -> int:
-        """Collect, submit, maybe wait; the exit status by the contract's rules."""
+    async def run(self) -> BatchEnding:
+        """Collect, submit, maybe wait; how the run ended."""
         batch_url(self.settings.api)  # embeddings are refused before any call
-        code: int | None = None
         failure: Exception | None = None
         async with anyio.create_task_group() as group:
-
-            async def watch() -> None:
-                nonlocal code
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as got:
-                    async for signum in got:
-                        code = EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
-                        self.stopped = f"stopped by {signal.Signals(signum).name}"
-                        log.warning(
-                            "%s: batches go on; re-run to collect", self.stopped
-                        )
-                        group.cancel_scope.cancel()
-
-            group.start_soon(watch)
+            group.start_soon(self._watch_signals, group.cancel_scope)
             try:
                 await self._lifecycle()
             except Exception as exc:  # raised as itself, not in an ExceptionGroup
@@ -115,15 +111,18 @@ class BatchSender:
             group.cancel_scope.cancel()
         if failure is not None:
             raise failure
-        batches = self.job.stats.batches
-        assert batches is not None
-        batches["running"] = len(self.running)
-        if code is not None:
-            return code
-        rows_left = self.job.rows_left(self.ledger.done)
-        return exit_status(
-            running=len(self.running), rows_left=rows_left, held_back=self.held_back
-        )
+        self._report()
+        stopped = self.interrupted or why_stopped(len(self.running), self.held_back)
+        return BatchEnding(self.job.rows_left(self.ledger.done), stopped)
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+            async for signum in received:
+                name = signal.Signals(signum).name
+                message = f"stopped by {name}: the batches go on; re-run to collect"
+                self.interrupted = Interrupted(message, signal_name=name)
+                log.warning(message, extra={"event": "stopping"})
+                scope.cancel()
 
     async def _lifecycle(self) -> None:
         batches = await self.service.batches_of(self.key)
@@ -221,7 +220,6 @@ class BatchSender:
                 batch = await self._create(uploaded.id, name)
                 if batch is None:
                     await self.service.delete_file(uploaded.id)
-                    self.held_back = True
                     return
                 self._submitted(batch, part.requests)
 
@@ -255,11 +253,11 @@ class BatchSender:
                 if not is_token_limit(failure):
                     raise
                 if wait is None:
-                    self.stopped = (
+                    self.held_back = (
                         "the enqueued-token quota of the deployment is full: the rows"
                         " left are submitted by a later run"
                     )
-                    log.warning(self.stopped, extra={"event": "batch_quota_full"})
+                    log.warning(self.held_back, extra={"event": "batch_quota_full"})
                     return None
                 log.info(
                     "the enqueued-token quota is full; creating the batch again in"
@@ -319,8 +317,11 @@ class BatchSender:
         while self.running:
             left = self._time_left()
             if left is not None and left < interval:
-                self.stopped = "the deadline is near: batches still running"
-                log.warning("%s; re-run to collect them", self.stopped)
+                log.warning(
+                    "the deadline is near: %d batches still running; re-run to"
+                    " collect them", len(self.running),
+                    extra={"event": "stopping"},
+                )  # fmt: skip
                 return
             await self._sleep(interval)
             ended = await self._refresh()
