@@ -5,6 +5,7 @@ processes, the real SDK, and the simulator's Files and Batches API over HTTP.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from tests.batchkit import (
     run,
     wait_until_ended,
 )
-from tests.conftest import DEPLOYMENT
+from tests.conftest import DEPLOYMENT, PYTHON
 
 
 @pytest.fixture
@@ -193,3 +194,26 @@ def test_simulate_batch_wait_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr.decode()
     assert ok_counts(tmp_path / "job.results.jsonl") == {f"r{i}": 1 for i in range(4)}
     assert unused.ledger.batch_line_counts() == {}
+
+
+def test_wait_stops_before_the_deadline_resumable(tmp_path: Path) -> None:
+    """--wait with a --deadline stops polling in time: exit 75, batches go on."""
+    with SimulatorServer(fast_config(batch_lines_per_second=2.0)) as sim:
+        source = make_job(tmp_path, 30)
+        done = run(source, sim, "--wait", "--deadline", "2s")
+        assert done.returncode == 75, done.stderr.decode()
+        assert [b.status for b in all_batches(sim)] == ["in_progress"]
+    message = next(e for e in events(done) if e.get("event") == "summary")
+    assert "still running" in message["summary"]["stopped"]
+
+
+def test_show_config_lists_the_batch_settings(tmp_path: Path) -> None:
+    """--show-config shows mode, limits and the batch price beside the online one."""
+    source = make_job(tmp_path, 1)
+    shown = subprocess.run(
+        [PYTHON, "-m", "batchrunner", str(source), "--show-config", "--mode", "batch",
+         "--deployment", "gpt-4o-mini"],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    ).stdout  # fmt: skip
+    assert "flag --mode" in shown and "batch_max_requests" in shown
+    assert "(batch: $0.075 in, $0.3 out)" in shown
