@@ -56,7 +56,7 @@ from batchrunner.results.sinks import ResultSink, open_sink
 from batchrunner.results.spend import recorded_cost
 from batchrunner.rows.reader import open_rows, spool_stdin
 from batchrunner.rows.stamp import Validated, input_stamp, recall, remember
-from batchrunner.send.batch.lines import batch_url
+from batchrunner.send.batch.run import BatchRun, batch_settings, check_batch_options
 from batchrunner.send.hooks import RunHooks, run_hooks
 from batchrunner.send.pool import online_pool
 from batchrunner.send.reuse import RepeatCounter, open_cache
@@ -117,7 +117,7 @@ def run_job(
     plan = resolve_shards(settings.shard, settings.shards, environ)
     bind_run(run_id=secrets.token_hex(6), shard=shard_label(plan))
     account = settings.storage_account
-    _check_mode(settings)
+    check_batch_options(settings)
     with open_source(input_arg, account=account, environ=environ) as source:
         checker = checker_for(settings)  # a bad schema fails before the input is read
         found = _validate(source, settings, input_arg)
@@ -129,7 +129,7 @@ def run_job(
         check_ready_to_send(settings)
         _check_spend_cap(settings)
         if settings.mode == "batch":
-            settings = _batch_settings(settings)
+            settings = batch_settings(settings)
 
         def rows_left(shard_settings: Settings, results: Path) -> int:
             done = read_state(results).done_ids
@@ -197,37 +197,6 @@ def _counter_for(settings: Settings) -> TokenCounter:
     """
     exact = settings.dry_run or settings.tpm or settings.max_cost
     return TokenCounter(settings.model or settings.deployment if exact else None)
-
-
-def _check_mode(settings: Settings) -> None:
-    """Batch-only options online, and what batch mode cannot do, are refused."""
-    if settings.mode == "batch":
-        batch_url(settings.api)  # embeddings: no Batch API on Azure
-        if settings.max_cost is not None:
-            msg = (
-                "--max-cost is not applied in --mode batch (a batch is priced as a"
-                " whole): check the price with --dry-run --mode batch and drop"
-                " --max-cost, or use --mode online"
-            )
-            raise ConfigError(msg)
-        return
-    for flag, given in (("--wait", settings.wait), ("--cancel", settings.cancel)):
-        if given:
-            msg = f"{flag} applies to --mode batch only; add --mode batch"
-            raise ConfigError(msg)
-
-
-def _batch_settings(settings: Settings) -> Settings:
-    """
-    *settings* for a batch run. The built-in simulator's batches last as long as
-    the run, so ``--simulate`` waits for them, polling every second.
-    """
-    if not settings.simulate:
-        return settings
-    changes: dict[str, Any] = {"wait": True}
-    if settings.sources.get("poll_interval", "default") == "default":
-        changes["poll_interval"] = 1.0
-    return with_overrides(settings, **changes)
 
 
 def _check_spend_cap(settings: Settings) -> None:
@@ -447,8 +416,6 @@ def _send_batches(
     json_lines: bool,
     checker: AnswerChecker | None,
 ) -> Outcome:
-    from batchrunner.send.batch.run import BatchRun
-
     state = read_state(output.path)
     planned, skipped = _count_plan(source, settings, state.done_ids, rows)
     stats = RunStats(rows_planned=planned, rows_skipped=skipped)

@@ -9,6 +9,9 @@ uploading, polling, collecting), and its wall time beside the time the
 simulator spent processing the batches (created → completed, whole seconds).
 
 The simulator runs in its own process, so the client's figures are its own.
+What grows with the rows is ids, not content: the set of ok row ids that
+resume keeps (as online runs do) and, while a batch is collected, an index
+of row id → offset into the downloaded output file (~300 bytes a row in all).
 
     python -m benchmarks.batch [--rows 100000] [--max-requests 100000]
 """

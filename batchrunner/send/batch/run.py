@@ -8,19 +8,53 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
+from typing import Any
 
 from batchrunner.azure.client import AzureCompleter
 from batchrunner.azure.credentials import open_auth
 from batchrunner.config.settings import Settings, with_overrides
+from batchrunner.errors import ConfigError
 from batchrunner.records import Request, RowResult
 from batchrunner.report.logs import Redactor
 from batchrunner.report.progress import ProgressDisplay
 from batchrunner.report.summary import RunStats
 from batchrunner.send.batch.collect import Collector, Ledger, RowColumns
+from batchrunner.send.batch.lines import batch_url
 from batchrunner.send.batch.sender import BatchEnding, BatchJob, BatchSender
 from batchrunner.send.batch.service import BatchService
 from batchrunner.send.batch.state import state_path
 from batchrunner.send.retry import RetryPolicy
+
+
+def check_batch_options(settings: Settings) -> None:
+    """Batch-only options online, and what batch mode cannot do, are refused."""
+    if settings.mode == "batch":
+        batch_url(settings.api)  # embeddings: no Batch API on Azure
+        if settings.max_cost is not None:
+            msg = (
+                "--max-cost is not applied in --mode batch (a batch is priced as a"
+                " whole): check the price with --dry-run --mode batch and drop"
+                " --max-cost, or use --mode online"
+            )
+            raise ConfigError(msg)
+        return
+    for flag, given in (("--wait", settings.wait), ("--cancel", settings.cancel)):
+        if given:
+            msg = f"{flag} applies to --mode batch only; add --mode batch"
+            raise ConfigError(msg)
+
+
+def batch_settings(settings: Settings) -> Settings:
+    """
+    *settings* for a batch run. The built-in simulator's batches last as long as
+    the run, so ``--simulate`` waits for them, polling every second.
+    """
+    if not settings.simulate:
+        return settings
+    changes: dict[str, Any] = {"wait": True}
+    if settings.sources.get("poll_interval", "default") == "default":
+        changes["poll_interval"] = 1.0
+    return with_overrides(settings, **changes)
 
 
 class BatchRun:

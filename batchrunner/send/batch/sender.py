@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import logging
 import signal
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 from openai.types import Batch
 
 from batchrunner.config.settings import Settings
-from batchrunner.errors import ApiFailure, ConfigError, Interrupted, RunStopped
+from batchrunner.errors import ConfigError, Interrupted, RunStopped
 from batchrunner.records import Request
 from batchrunner.report.summary import RunStats
 from batchrunner.send.batch.collect import Collector, Ledger
@@ -35,14 +33,13 @@ from batchrunner.send.batch.lifecycle import (
     deployment_refusal,
     failure_text,
     is_running,
-    token_limit_waits,
     unused_files,
     why_stopped,
 )
-from batchrunner.send.batch.lines import batch_url, custom_ids, write_parts
-from batchrunner.send.batch.names import PartName, new_submission, output_key
-from batchrunner.send.batch.service import BatchService, is_token_limit
-from batchrunner.send.retry import RetryPolicy, wait_after
+from batchrunner.send.batch.lines import batch_url
+from batchrunner.send.batch.names import output_key
+from batchrunner.send.batch.service import BatchService
+from batchrunner.send.batch.submit import Submitter
 
 log = logging.getLogger("batchrunner")
 
@@ -93,8 +90,10 @@ class BatchSender:
         self.key = output_key(job.results, self.settings.shard)
         self.running: dict[str, Batch] = {}
         self._failed_batches = 0
-        #: Why rows were left unsubmitted for a later run (the quota is full).
-        self.held_back: str | None = None
+        self.submitter = Submitter(
+            service, self.settings, key=self.key, results=job.results,
+            time_left=self._time_left, sleep=sleep,
+        )  # fmt: skip
         self.interrupted: Interrupted | None = None
         job.stats.batches = Counter()
 
@@ -112,7 +111,9 @@ class BatchSender:
         if failure is not None:
             raise failure
         self._report()
-        stopped = self.interrupted or why_stopped(len(self.running), self.held_back)
+        stopped = self.interrupted or why_stopped(
+            len(self.running), self.submitter.held_back
+        )
         return BatchEnding(self.job.rows_left(self.ledger.done), stopped)
 
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
@@ -181,47 +182,11 @@ class BatchSender:
 
     # --- submitting ---------------------------------------------------------
 
-    async def _members_of_running(self) -> set[str]:
-        """
-        The rows in running batches, read from their input files on the service
-        each time it is asked (at a submit, which is rare): not kept, as a run
-        that only waits for its batches never needs them.
-        """
-        members: set[str] = set()
-        for batch in self.running.values():
-            members |= await self._input_ids(batch.input_file_id)
-        return members
-
-    async def _input_ids(self, file_id: str) -> set[str]:
-        with tempfile.TemporaryDirectory(prefix="batchrunner-input-") as folder:
-            target = Path(folder) / "input.jsonl"
-            await self.service.download(file_id, target)
-            with target.open("rb") as lines:
-                return set(custom_ids(lines))
-
     async def _submit(self) -> None:
         """Submit every row with no ok record that no running batch holds."""
         skip = self.ledger.done | self.ledger.failed_now
-        skip |= await self._members_of_running()
-        settings = self.settings
-        assert settings.deployment
-        with tempfile.TemporaryDirectory(prefix="batchrunner-submit-") as folder:
-            parts = write_parts(
-                self.job.requests(skip),
-                settings.deployment,
-                Path(folder),
-                max_requests=settings.batch_max_requests,
-                max_bytes=settings.batch_max_bytes,
-            )
-            submission = new_submission()
-            for part in parts:
-                name = PartName(self.key, submission, part.number)
-                uploaded = await self.service.upload(part.path, name.file_name)
-                batch = await self._create(uploaded.id, name)
-                if batch is None:
-                    await self.service.delete_file(uploaded.id)
-                    return
-                self._submitted(batch, part.requests)
+        skip |= await self.submitter.rows_in(self.running.values())
+        await self.submitter.submit(self.job.requests(skip), self._submitted)
 
     def _submitted(self, batch: Batch, lines: int) -> None:
         self.running[batch.id] = batch
@@ -239,54 +204,6 @@ class BatchSender:
         if deadline is None:
             return None
         return max(0.0, self._started + deadline - self.job.clock())
-
-    async def _create(self, file_id: str, name: PartName) -> Batch | None:
-        """
-        The batch of *file_id*; None when the enqueued-token quota stays full
-        (backing off 5, 10, 20 … s, within ``--deadline`` when one is set).
-        """
-        waits = token_limit_waits(self.settings.max_attempts, self._time_left())
-        for wait in [*waits, None]:
-            try:
-                return await self._create_once(file_id, name)
-            except ApiFailure as failure:
-                if not is_token_limit(failure):
-                    raise
-                if wait is None:
-                    self.held_back = (
-                        "the enqueued-token quota of the deployment is full: the rows"
-                        " left are submitted by a later run"
-                    )
-                    log.warning(self.held_back, extra={"event": "batch_quota_full"})
-                    return None
-                log.info(
-                    "the enqueued-token quota is full; creating the batch again in"
-                    " %.0f s", wait, extra={"event": "batch_token_limit", "wait": wait},
-                )  # fmt: skip
-                await self._sleep(wait)
-        return None
-
-    async def _create_once(self, file_id: str, name: PartName) -> Batch:
-        """
-        Create the batch, retrying timeouts and server faults; before each retry
-        the list is checked, as the failed try may have created it after all.
-        """
-        policy = RetryPolicy(
-            self.settings.max_attempts, max_backoff=self.settings.max_backoff
-        )
-        metadata = name.metadata(self.job.results)
-        endpoint = batch_url(self.settings.api)
-        for attempt in range(1, policy.max_attempts + 1):
-            try:
-                return await self.service.create(file_id, endpoint, metadata)
-            except ApiFailure as failure:
-                if not failure.retryable or attempt == policy.max_attempts:
-                    raise
-                await self._sleep(wait_after(failure, attempt, policy))
-                for batch in await self.service.batches_of(self.key):
-                    if batch.input_file_id == file_id:
-                        return batch
-        raise AssertionError("unreachable: the last attempt raises")
 
     # --- cancelling and waiting ----------------------------------------------
 
