@@ -217,3 +217,17 @@ def test_show_config_lists_the_batch_settings(tmp_path: Path) -> None:
     ).stdout  # fmt: skip
     assert "flag --mode" in shown and "batch_max_requests" in shown
     assert "(batch: $0.075 in, $0.3 out)" in shown
+
+
+def test_full_enqueued_token_quota_is_waited_out(tmp_path: Path) -> None:
+    """A create refused for the enqueued-token quota is tried again 5 s later."""
+    (tmp_path / "config.yaml").write_text("request:\n  max_tokens: 100\n")
+    config = fast_config(batch_enqueued_tokens=400, batch_lines_per_second=3.0)
+    with SimulatorServer(config) as sim:
+        source = make_job(tmp_path, 6)
+        done = run(source, sim, "--wait", BATCHRUNNER_BATCH_MAX_REQUESTS="3")
+        assert done.returncode == 0, done.stderr.decode()
+        assert len(all_batches(sim)) == 2
+        assert sim.ledger.batch_line_counts() == {f"r{i}": 1 for i in range(6)}
+    waits = [e["wait"] for e in events(done) if e.get("event") == "batch_token_limit"]
+    assert waits[:1] == [5.0]
