@@ -5,12 +5,15 @@ processes, the real SDK, and the simulator's Files and Batches API over HTTP.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
+from batchrunner.send.batch.names import PartName, output_key
 from batchrunner.simulator import SimulatorServer
 from tests.batchkit import (
     all_batches,
@@ -21,6 +24,7 @@ from tests.batchkit import (
     ok_counts,
     records,
     run,
+    sdk,
     wait_until_ended,
 )
 from tests.conftest import DEPLOYMENT, PYTHON
@@ -231,3 +235,32 @@ def test_full_enqueued_token_quota_is_waited_out(tmp_path: Path) -> None:
         assert sim.ledger.batch_line_counts() == {f"r{i}": 1 for i in range(6)}
     waits = [e["wait"] for e in events(done) if e.get("event") == "batch_token_limit"]
     assert waits[:1] == [5.0]
+
+
+def test_validation_errors_are_mapped_back_to_their_rows(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """A failed batch's errors.data lines become error records of their rows."""
+    source = make_job(tmp_path, 3)
+    results = tmp_path / "job.results.jsonl"
+    name = PartName(output_key(str(results)), "deadbeef", 1)
+    lines = [
+        {"custom_id": row, "method": "POST", "url": "/chat/completions",
+         "body": {"model": DEPLOYMENT, "messages": [{"role": "user", "content": "x"}]}}
+        for row in ("r0", "r1", "r1")
+    ]  # fmt: skip
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    with sdk(sim) as client:
+        uploaded = client.files.create(file=(name.file_name, data), purpose="batch")
+        client.batches.create(
+            input_file_id=uploaded.id, endpoint=cast(Any, "/chat/completions"),
+            completion_window="24h", metadata=name.metadata(str(results)),
+        )  # fmt: skip
+    wait_until_ended(sim, 1)
+    done = run(source, sim)
+    assert done.returncode == 75, done.stderr.decode()  # the rows went again
+    failed = [r for r in records(results) if r["status"] == "error"]
+    assert [r["id"] for r in failed] == ["r1"]
+    assert failed[0]["error"]["code"] == "duplicate_custom_id"
+    assert "input line 3" in failed[0]["error"]["message"]
+    assert failed[0]["input"] == {"label": 1}
