@@ -431,12 +431,12 @@ def _send_batches(
         sink = open_sink(output.path, checker.columns if checker is not None else ())
         output.sync()  # opening may have cut off a torn tail
         builder = RequestBuilder(live, path=source.name)
+        write_records = _writer_for(sink, output, RowLog(prompts=live.log_prompts))
 
         def write(results: Sequence[RowResult]) -> None:
-            sink.write([to_record(result) for result in results])
             for result in results:
                 stats.add(result, live)
-            output.sync()
+            write_records(results)
 
         def every_row() -> Iterator[tuple[str, dict[str, Any]]]:
             for row in open_rows(source.path, live.input, name=source.name):
