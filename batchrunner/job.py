@@ -41,7 +41,7 @@ from batchrunner.prepare.builder import RequestBuilder
 from batchrunner.prepare.estimate import estimate, report
 from batchrunner.prepare.plan import select
 from batchrunner.prepare.shards import resolve_shards, shard_label
-from batchrunner.prepare.structured import checker_for
+from batchrunner.prepare.structured import AnswerChecker, checker_for
 from batchrunner.prepare.tokens import TokenCounter
 from batchrunner.prepare.validate import validate
 from batchrunner.records import Request, RowResult, to_record
@@ -51,11 +51,12 @@ from batchrunner.report.rowlog import RowLog
 from batchrunner.report.summary import RunStats
 from batchrunner.results.claim import hold_output, recorded_done
 from batchrunner.results.destination import Output
-from batchrunner.results.resume import read_state
+from batchrunner.results.resume import error_request_ids, read_state
 from batchrunner.results.sinks import ResultSink, open_sink
 from batchrunner.results.spend import recorded_cost
 from batchrunner.rows.reader import open_rows, spool_stdin
 from batchrunner.rows.stamp import Validated, input_stamp, recall, remember
+from batchrunner.send.batch.run import BatchRun, batch_settings, check_batch_options
 from batchrunner.send.hooks import RunHooks, run_hooks
 from batchrunner.send.pool import online_pool
 from batchrunner.send.reuse import RepeatCounter, open_cache
@@ -116,6 +117,7 @@ def run_job(
     plan = resolve_shards(settings.shard, settings.shards, environ)
     bind_run(run_id=secrets.token_hex(6), shard=shard_label(plan))
     account = settings.storage_account
+    check_batch_options(settings)
     with open_source(input_arg, account=account, environ=environ) as source:
         checker = checker_for(settings)  # a bad schema fails before the input is read
         found = _validate(source, settings, input_arg)
@@ -126,6 +128,8 @@ def run_job(
             return _dry_run(source, dry, done, shown)
         check_ready_to_send(settings)
         _check_spend_cap(settings)
+        if settings.mode == "batch":
+            settings = batch_settings(settings)
 
         def rows_left(shard_settings: Settings, results: Path) -> int:
             done = read_state(results).done_ids
@@ -139,13 +143,20 @@ def run_job(
         try:
             for backup in out.backups:
                 log.info("kept the earlier results as %s", backup)
-            hooks = run_hooks(settings, checker, found.repeats)
-            code = _send(source, settings, out, found.rows, redactor, json_lines, hooks)
+            if settings.mode == "batch":
+                outcome = _send_batches(
+                    source, settings, out, found.rows, redactor, json_lines, checker
+                )
+            else:
+                hooks = run_hooks(settings, checker, found.repeats)
+                outcome = _send(
+                    source, settings, out, found.rows, redactor, json_lines, hooks
+                )
         finally:
             out.close()
         if settings.join:
             _join(source, settings, out.path)
-        return code
+        return outcome
 
 
 def _join(source: Source, settings: Settings, output: Path) -> None:
@@ -391,3 +402,70 @@ def _finish(
     summary["stopped"] = control.reason
     output.finish(summary)
     return summary
+
+
+# --- batch mode -------------------------------------------------------------------
+
+
+def _send_batches(
+    source: Source,
+    settings: Settings,
+    output: Output,
+    rows: int,
+    redactor: Redactor,
+    json_lines: bool,
+    checker: AnswerChecker | None,
+) -> Outcome:
+    state = read_state(output.path)
+    planned, skipped = _count_plan(source, settings, state.done_ids, rows)
+    stats = RunStats(rows_planned=planned, rows_skipped=skipped)
+    bind_counters(stats.counters)
+    log.info(
+        "%d rows to do in batches, %d already done, results in %s", planned, skipped,
+        output.shown, extra={"event": "start", "rows_planned": planned,
+                             "rows_skipped": skipped, "results": output.shown},
+    )  # fmt: skip
+    started = time.monotonic()
+    with _endpoint(settings) as live:
+        redactor.add(live.api_key)
+        sink = open_sink(output.path, checker.columns if checker is not None else ())
+        output.sync()  # opening may have cut off a torn tail
+        builder = RequestBuilder(live, path=source.name)
+        write_records = _writer_for(sink, output, RowLog(prompts=live.log_prompts))
+
+        def write(results: Sequence[RowResult]) -> None:
+            for result in results:
+                stats.add(result, live)
+            write_records(results)
+
+        def every_row() -> Iterator[tuple[str, dict[str, Any]]]:
+            for row in open_rows(source.path, live.input, name=source.name):
+                yield row.id, builder.columns(row)
+
+        run = BatchRun(
+            live,
+            results=output.shown,
+            done=set(state.done_ids),
+            failed=state.failed_ids,
+            failed_requests=error_request_ids(output.path),
+            stats=stats,
+            requests=lambda skip: _planned_requests(source, live, skip),
+            rows=every_row,
+            rows_left=lambda done: _count_plan(source, live, done, rows)[0],
+            write=write,
+            check=checker.check if checker is not None else None,
+            output_path=output.path,
+            redactor=redactor,
+            bar=not json_lines and live.verbosity >= 0 and sys.stderr.isatty(),
+        )
+        try:
+            ended = anyio.run(run.run)
+        finally:
+            sink.close()
+    summary = stats.as_dict(time.monotonic() - started)
+    summary["results"] = output.shown
+    summary["stopped"] = None if ended.stopped is None else str(ended.stopped)
+    output.finish(summary)
+    print_summary(summary, json_lines=json_lines)
+    # Every row of the plan without an ok record counts, not only those that failed.
+    return Outcome(rows_failed=ended.rows_left, stopped=ended.stopped)

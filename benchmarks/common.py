@@ -66,7 +66,13 @@ class ChildRun:
     stdout: str
 
 
-def run_child(args: list[str], url: str, *, check: bool = True) -> ChildRun:
+def run_child(
+    args: list[str],
+    url: str,
+    *,
+    check: bool = True,
+    extra_env: dict[str, str] | None = None,
+) -> ChildRun:
     """Run *args* as a child against the simulator at *url*; time it."""
     env = dict(os.environ)
     env.update(
@@ -74,6 +80,7 @@ def run_child(args: list[str], url: str, *, check: bool = True) -> ChildRun:
         AZURE_OPENAI_API_KEY=KEY,
         AZURE_OPENAI_DEPLOYMENT=DEPLOYMENT,
         OPENAI_API_VERSION="2024-10-21",
+        **(extra_env or {}),
     )
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()

@@ -49,6 +49,26 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "text-embedding-ada-002": (0.10, 0.0),
 }
 
+#: Batch API prices are about half the online ones (Global / Data Zone Batch).
+BATCH_DISCOUNT = 0.5
+
+
+def batch_price(online: tuple[float, float]) -> tuple[float, float]:
+    """The Batch API price implied by the *online* (input, output) price."""
+    return online[0] * BATCH_DISCOUNT, online[1] * BATCH_DISCOUNT
+
+
+#: The Batch API's prices, where the model has a batch deployment type.
+DEFAULT_BATCH_PRICES: dict[str, tuple[float, float]] = {
+    model: batch_price(price)
+    for model, price in DEFAULT_PRICES.items()
+    if not model.startswith("text-embedding")  # no batch for embeddings on Azure
+}
+
+#: The Batch API's limits on one input file (requests, bytes).
+BATCH_MAX_REQUESTS = 100_000
+BATCH_MAX_BYTES = 200_000_000
+
 SECRET_KEYS = frozenset({"api_key", "ad_token"})
 
 #: The ways ``auth:`` may name a credential; ``auto`` picks one from the environment.
@@ -166,6 +186,21 @@ class Settings:
     dedupe: bool = True
     #: Seconds between progress events when there is no progress bar.
     progress_interval: float = 10.0
+    #: ``online``: one request a row; ``batch``: Azure OpenAI Batch API jobs.
+    mode: str = "online"
+    #: Batch mode: stay and poll until every batch of this output has ended.
+    wait: bool = False
+    #: Batch mode: seconds between status checks (the service asks for 60 or more).
+    poll_interval: float = 60.0
+    #: Batch mode: cancel this output's running batches, collect them, and exit.
+    cancel: bool = False
+    #: Batch mode: most requests and bytes in one input file (the service's limits).
+    batch_max_requests: int = BATCH_MAX_REQUESTS
+    batch_max_bytes: int = BATCH_MAX_BYTES
+    #: Model name prefix → Batch API (input, output) US dollars per million tokens.
+    batch_prices: Mapping[str, tuple[float, float]] = field(
+        default_factory=lambda: dict(DEFAULT_BATCH_PRICES)
+    )
     #: Where each value came from: ``flag``, ``env NAME``, ``file PATH``, ``default``.
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -191,13 +226,22 @@ class Settings:
             shown[name] = value
         return shown
 
-    def price_for(self, model: str | None) -> tuple[float, float] | None:
-        """The (input, output) price per million tokens of *model*, longest prefix."""
-        name = (model or self.model or self.deployment or "").lower()
-        matches = [p for p in self.prices if name.startswith(p.lower())]
-        if not matches:
-            return None
-        return self.prices[max(matches, key=len)]
+    def price_for(
+        self, model: str | None, *, batch: bool | None = None
+    ) -> tuple[float, float] | None:
+        """
+        The (input, output) price per million tokens of *model*, longest prefix:
+        the Batch API's in batch mode (or when *batch* says so), else the online one.
+        """
+        name = price_name(self, model, batch=batch)
+        return None if name is None else self.price_table(batch)[name]
+
+    def price_table(
+        self, batch: bool | None = None
+    ) -> Mapping[str, tuple[float, float]]:
+        """The online or (in batch mode, or when *batch*) the Batch API price table."""
+        in_batch = self.mode == "batch" if batch is None else batch
+        return self.batch_prices if in_batch else self.prices
 
     @property
     def pacing(self) -> PacingSettings:
@@ -225,6 +269,16 @@ class Settings:
             deployment=self.deployment,
             price=self.price_for(None),
         )
+
+
+def price_name(
+    settings: Settings, model: str | None, *, batch: bool | None = None
+) -> str | None:
+    """The entry of the price table that prices *model* (longest prefix), or None."""
+    name = (model or settings.model or settings.deployment or "").lower()
+    table = settings.price_table(batch)
+    matches = [p for p in table if name.startswith(p.lower())]
+    return max(matches, key=len) if matches else None
 
 
 # --- parsing of single values -------------------------------------------------
@@ -405,6 +459,12 @@ SCALARS: dict[str, Any] = {
     "storage_account": _text,
     "log_prompts": parse_bool,
     "http_transport": _choice("aiohttp", "httpx"),
+    "mode": _choice("online", "batch"),
+    "wait": parse_bool,
+    "poll_interval": _positive_float,
+    "cancel": parse_bool,
+    "batch_max_requests": _positive_int,
+    "batch_max_bytes": _positive_int,
 }
 SECTIONS = ("input", "request", "prices")
 #: ``input.*`` settings that also have a flag and a ``BATCHRUNNER_<KEY>`` variable.
@@ -472,8 +532,15 @@ def _input_settings(raw: Any, where: str) -> InputSettings:
     return InputSettings(**values)
 
 
-def _prices(raw: Any, where: str) -> dict[str, tuple[float, float]]:
-    prices = dict(DEFAULT_PRICES)
+Prices = dict[str, tuple[float, float]]
+
+
+def _prices(raw: Any, where: str) -> tuple[Prices, Prices]:
+    """
+    The online and Batch API price tables: the defaults, with *raw*'s entries over
+    them; an entry without ``batch_input``/``batch_output`` is half price in batch.
+    """
+    prices, batch = dict(DEFAULT_PRICES), dict(DEFAULT_BATCH_PRICES)
     if not isinstance(raw, dict):
         msg = f"{where}: 'prices' must map model names to {{input: …, output: …}}"
         raise ConfigError(msg)
@@ -483,14 +550,21 @@ def _prices(raw: Any, where: str) -> dict[str, tuple[float, float]]:
                 inp, out = price["input"], price.get("output", 0)
             else:
                 inp, out = price
-            prices[str(model)] = (float(inp), float(out))
+            online = prices[str(model)] = (float(inp), float(out))
+            half = batch_price(online)
+            given = price if isinstance(price, dict) else {}
+            batch[str(model)] = (
+                float(given.get("batch_input", half[0])),
+                float(given.get("batch_output", half[1])),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             msg = (
                 f"{where}: prices for {model!r} must be {{input: USD per 1M tokens,"
-                " output: USD per 1M tokens}"
+                " output: USD per 1M tokens}, optionally with batch_input and"
+                " batch_output (the Batch API's; half the others by default)"
             )
             raise ConfigError(msg) from exc
-    return prices
+    return prices, batch
 
 
 def build_settings(
@@ -559,7 +633,9 @@ def _file_layer(data: dict[str, Any], path: str) -> Layer:
                 raise ConfigError(msg)
             layer[key] = (dict(raw), source)
         elif key == "prices":
-            layer[key] = (_prices(raw, path), source)
+            online, batch = _prices(raw, path)
+            layer[key] = (online, source)
+            layer["batch_prices"] = (batch, source)
         elif key in SCALARS:
             layer[key] = (_parse_scalar(key, raw, path), source)
         else:

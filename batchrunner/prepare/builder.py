@@ -75,11 +75,14 @@ class RequestBuilder:
             }
         )
 
+    def columns(self, row: Row) -> dict[str, Any]:
+        """The columns of *row* that its results record carries through."""
+        excluded = self._excluded
+        return {k: v for k, v in row.fields.items() if k not in excluded}
+
     def build(self, row: Row) -> Request:
         """The request for *row*; an ``InputError`` when the row cannot make one."""
-        fields = row.fields
-        excluded = self._excluded
-        passthrough = {k: v for k, v in fields.items() if k not in excluded}
+        passthrough = self.columns(row)
         counter = self._counter
         if self._api is Api.CHAT:
             messages = self._messages(row)

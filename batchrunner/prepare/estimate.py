@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
-from batchrunner.config.settings import Settings
+from batchrunner.config.settings import Settings, price_name
 from batchrunner.prepare.builder import completion_allowance
 from batchrunner.prepare.identity import run_key
 from batchrunner.prepare.tokens import TokenCounter
@@ -44,6 +44,8 @@ class Estimate:
     cost: float | None = None
     #: Seconds the budgets allow at the fastest; None without --tpm/--rpm.
     seconds: float | None = None
+    #: Batch mode: what the same requests would cost online (``cost`` is batch's).
+    online_cost: float | None = None
 
 
 def estimate(
@@ -73,12 +75,18 @@ def estimate(
         result.prompt_tokens += request.prompt_tokens
         result.charged_tokens += request.charged_tokens
     _bound_completions(result, settings)
-    price = settings.price_for(None)
-    if price is not None:
-        completion = result.completion_tokens or 0
-        result.cost = (result.prompt_tokens * price[0] + completion * price[1]) / 1e6
+    result.cost = _cost(result, settings.price_for(None))
+    if settings.mode == "batch":
+        result.online_cost = _cost(result, settings.price_for(None, batch=False))
     result.seconds = expected_duration(result.charged_tokens, result.requests, settings)
     return result
+
+
+def _cost(result: Estimate, price: tuple[float, float] | None) -> float | None:
+    if price is None:
+        return None
+    completion = result.completion_tokens or 0
+    return (result.prompt_tokens * price[0] + completion * price[1]) / 1e6
 
 
 def unbounded(settings: Settings) -> bool:
@@ -132,10 +140,27 @@ def report(
         f"quota charge     {result.charged_tokens:,} tokens (prompt + max_tokens × n,"
         " as Azure's limiter counts)",
         "price            " + _price_text(settings),
-        "expected cost    " + _cost_text(result, settings),
-        "expected time    " + _time_text(result, settings),
+        "expected cost    " + _cost_text(result, result.cost),
     ]
+    if settings.mode == "batch":
+        lines += [
+            "online price     " + _price_text(settings, batch=False),
+            "online cost      " + _cost_text(result, result.online_cost),
+            f"batch files      {_files_text(result.requests, settings)}",
+            "expected time    within 24 h (the Batch API's completion window)",
+        ]
+    else:
+        lines.append("expected time    " + _time_text(result, settings))
     return "\n".join(lines)
+
+
+def _files_text(requests: int, settings: Settings) -> str:
+    files = -(-requests // settings.batch_max_requests)
+    return (
+        f"at least {files:,} input file{'s' if files != 1 else ''}"
+        f" (at most {settings.batch_max_requests:,} requests and"
+        f" {settings.batch_max_bytes / 1e6:,.0f} MB a file)"
+    )
 
 
 def _completion_text(result: Estimate, settings: Settings) -> str:
@@ -145,23 +170,23 @@ def _completion_text(result: Estimate, settings: Settings) -> str:
     return f"{result.completion_tokens:,} ({allowance:,} a request: max_tokens × n)"
 
 
-def _price_text(settings: Settings) -> str:
-    model = (settings.model or settings.deployment or "").lower()
-    matches = [p for p in settings.prices if model.startswith(p.lower())]
-    if not matches:
+def _price_text(settings: Settings, *, batch: bool | None = None) -> str:
+    name = price_name(settings, None, batch=batch)
+    if name is None:
+        model = (settings.model or settings.deployment or "").lower()
         return f"none for model {model or '(not set)'!r}: add it under 'prices:'"
-    name = max(matches, key=len)
-    inp, out = settings.prices[name]
+    inp, out = settings.price_table(batch)[name]
     source = settings.sources.get(f"prices.{name}", "built-in default")
-    return f"{name}: ${inp:g} in, ${out:g} out per 1M tokens ({source})"
+    kind = "Batch API, " if settings.mode == "batch" and batch is None else ""
+    return f"{name}: ${inp:g} in, ${out:g} out per 1M tokens ({kind}{source})"
 
 
-def _cost_text(result: Estimate, settings: Settings) -> str:
-    if result.cost is None:
+def _cost_text(result: Estimate, cost: float | None) -> str:
+    if cost is None:
         return "unknown: no price for this model"
     if result.completion_tokens is None:
-        return f"≥ {money(result.cost)} (the prompts alone; answers are unbounded)"
-    return f"≤ {money(result.cost)}"
+        return f"≥ {money(cost)} (the prompts alone; answers are unbounded)"
+    return f"≤ {money(cost)}"
 
 
 def money(dollars: float) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -29,7 +29,7 @@ from rich.progress import (
 from rich.table import Table
 
 from batchrunner.prepare.estimate import money
-from batchrunner.report.summary import RunStats
+from batchrunner.report.summary import BATCH_COUNTS, RunStats
 
 log = logging.getLogger("batchrunner")
 
@@ -53,8 +53,11 @@ class ProgressDisplay:
         interval: float = EVENT_INTERVAL,
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
+        batches: bool = False,
     ) -> None:
         self.total = total
+        #: Batch mode: rows arrive a batch at a time, so batches, not rates, show.
+        self.batches = batches
         self.tpm = tpm
         self.interval = interval
         self._clock = clock
@@ -69,12 +72,19 @@ class ProgressDisplay:
 
     def _start_bar(self, stream: TextIO) -> None:
         console = Console(file=stream)
+        rates = (
+            []
+            if self.batches
+            else [
+                TextColumn("· {task.fields[rate]} · {task.fields[tokens]} · eta"),
+                TimeRemainingColumn(),
+            ]
+        )
         self._bar = Progress(
             TextColumn("[bold]rows"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("· {task.fields[rate]} · {task.fields[tokens]} · eta"),
-            TimeRemainingColumn(),
+            *rates,
             TextColumn("· elapsed"),
             TimeElapsedColumn(),
             TextColumn("· {task.fields[counts]}"),
@@ -120,6 +130,8 @@ class ProgressDisplay:
         assert self._bar is not None
         figures = progress_figures(stats, self.total, now - self._started, self.tpm)
         counts = f"retries {stats.retries} · 429s {stats.throttled}"
+        if stats.batches is not None:
+            counts = batches_text(stats.batches)
         if stats.rows_failed:
             counts += f" · [red]failed {stats.rows_failed}[/]"
         if stats.rows_cached or stats.rows_shared:
@@ -139,9 +151,11 @@ class ProgressDisplay:
     def _event(self, stats: RunStats, now: float) -> None:
         figures = progress_figures(stats, self.total, now - self._started, self.tpm)
         eta = figures["eta_seconds"]
+        batches = "" if stats.batches is None else batches_text(stats.batches) + "; "
         log.info(
-            "%d/%d rows done, %.1f rows/s, %s tokens/min, eta %s; %d retries, %d 429s,"
-            " %d failed",
+            "%s%d/%d rows done, %.1f rows/s, %s tokens/min, eta %s; %d retries,"
+            " %d 429s, %d failed",
+            batches,
             figures["rows_done"],
             self.total,
             figures["rows_per_second"],
@@ -152,6 +166,15 @@ class ProgressDisplay:
             stats.rows_failed,
             extra={"event": "progress", **figures},
         )
+
+
+def batches_text(batches: Mapping[str, int]) -> str:
+    """Batch counts for a person: ``batches 2 running, 3 ended of 5``."""
+    ended = sum(batches[k] for k in ("completed", "expired", "failed", "cancelled"))
+    return (
+        f"batches {batches['running']} running, {ended} ended,"
+        f" {batches['submitted']} submitted"
+    )
 
 
 def progress_figures(
@@ -178,6 +201,7 @@ def progress_figures(
         "rows_per_second": round(rate, 2),
         "elapsed_seconds": round(elapsed, 1),
         "eta_seconds": round(left / rate, 1) if rate > 0 else None,
+        **({} if stats.batches is None else {"batches": dict(stats.batches)}),
     }
 
 
@@ -205,6 +229,10 @@ def summary_table(summary: dict[str, Any]) -> Table:
         if len(example) > _EXAMPLE_CHARS:
             example = example[: _EXAMPLE_CHARS - 1] + "…"
         table.add_row(f"error {error['kind']}", f"{error['rows']:,} × e.g. {example}")
+    batches = summary.get("batches")
+    if batches is not None:
+        shown = ", ".join(f"{batches[k]:,} {k}" for k in BATCH_COUNTS)
+        table.add_row("batches", shown)
     if summary.get("stopped"):
         table.add_row("stopped", summary["stopped"])
     return table

@@ -43,7 +43,7 @@ _KEY_LIKE = re.compile(
     r"|eyJ[\w-]+\.[\w-]+\.[\w-]+)$"
 )
 _FLAGS = {"template_file": "--template", "dedupe": "--no-dedupe"}
-_SECTIONS = ("input", "request", "prices")
+_SECTIONS = ("input", "request", "prices", "batch_prices")
 
 
 def show_config(settings: Settings, input_arg: str) -> str:
@@ -85,6 +85,9 @@ def _entries(settings: Settings, input_arg: str) -> Iterator[tuple[str, Any, str
         source = _source(settings, f"prices.{name}")
         if name == price or source != "default":
             value = f"${inp:g} in, ${out:g} out per 1M tokens"
+            batch = settings.batch_prices.get(name)
+            if batch is not None:
+                value += f" (batch: ${batch[0]:g} in, ${batch[1]:g} out)"
             yield f"prices.{name}", value, source
 
 

@@ -65,6 +65,10 @@ class RunStats:
     price_for: Callable[[str | None], tuple[float, float] | None] | None = field(
         default=None, repr=False, compare=False
     )
+    #: Batch mode: batches ``submitted`` by this run, those collected by how they
+    #: ended (``completed``, ``expired``, ``failed``, ``cancelled``), and
+    #: ``running`` now. None online.
+    batches: Counter[str] | None = None
 
     @property
     def spent(self) -> float:
@@ -179,4 +183,14 @@ class RunStats:
                 {"kind": kind, "rows": count, "example": self.error_examples[kind]}
                 for kind, count in self.error_kinds.most_common(5)
             ],
+            **self._batch_counts(),
         }
+
+    def _batch_counts(self) -> dict[str, Any]:
+        if self.batches is None:
+            return {}
+        return {"batches": {name: self.batches[name] for name in BATCH_COUNTS}}
+
+
+#: The batch counts of a summary, in order.
+BATCH_COUNTS = ("submitted", "completed", "expired", "failed", "cancelled", "running")

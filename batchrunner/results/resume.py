@@ -16,11 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchrunner.results.csv import csv_records
-from batchrunner.results.jsonl import jsonl_keep_size, jsonl_lines, line_head
+from batchrunner.results.jsonl import (
+    jsonl_keep_size,
+    jsonl_lines,
+    line_head,
+    parse_record,
+)
 from batchrunner.results.layout import journal_path, results_format
 
 log = logging.getLogger("batchrunner.results.resume")
-
 
 
 @dataclass(frozen=True)
@@ -136,3 +140,41 @@ def _tally_parquet(path: Path, tally: _Tally) -> None:
     for row_id, status in zip(table["id"], table["status"], strict=True):
         if row_id not in known:
             tally.add(row_id, status)
+
+
+def error_request_ids(output: Path) -> set[str]:
+    """
+    The request ids of the ``error`` records in *output*: a batch collected again
+    (its last collection was cut short, or its record of collection was lost with
+    a temporary directory) must not append the same failed line twice.
+    """
+    found: set[str] = set()
+    kind = results_format(output)
+    jsonl = journal_path(output) if kind == ".parquet" else output
+    if kind != ".csv" and jsonl.exists():
+        for _, line in jsonl_lines(jsonl):
+            head = line_head(line)
+            if head is not None and head[1] == "error":
+                record = parse_record(line) or {}
+                if record.get("request_id"):
+                    found.add(str(record["request_id"]))
+    if kind == ".csv" and output.exists():
+        with output.open("rb") as reader:
+            records = csv_records(output, reader, os.fstat(reader.fileno()).st_size)
+            header, _ = next(records, ([], 0))
+            if header:
+                status_at, request_at = (
+                    header.index("status"),
+                    header.index("request_id"),
+                )
+                found |= {
+                    row[request_at] for row, _ in records
+                    if row[status_at] == "error" and row[request_at]
+                }  # fmt: skip
+    if kind == ".parquet" and output.exists():
+        from batchrunner.results.parquet import read_parquet_columns
+
+        table = read_parquet_columns(output, ["status", "request_id"])
+        pairs = zip(table["status"], table["request_id"], strict=True)
+        found |= {str(rid) for status, rid in pairs if status == "error" and rid}
+    return found

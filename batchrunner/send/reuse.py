@@ -45,8 +45,15 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: Bumped when the stored layout changes, so old files read as misses.
 _FORMAT = 1
 #: Re-exported: the cache and the in-run sharing key requests the same way.
-__all__ = ["RepeatCounter", "ResponseCache", "Sharer", "open_cache", "request_digest",
-           "run_key", "stable_hash"]
+__all__ = [
+    "RepeatCounter",
+    "ResponseCache",
+    "Sharer",
+    "open_cache",
+    "request_digest",
+    "run_key",
+    "stable_hash",
+]
 
 
 class ResponseCache:

@@ -1,0 +1,1 @@
+"""The Batch API mode: input files, lifecycle, collecting (see ``sender``)."""
