@@ -17,8 +17,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from batchrunner.config.groups import PacingSettings, RetrySettings, StopSettings
 from batchrunner.config.values import (
     FailureLimit,
@@ -510,6 +508,8 @@ SDK_ENVIRONMENT = {
 
 def load_file(path: Path) -> dict[str, Any]:
     """The settings file at *path* as a mapping; a clear error when it is not one."""
+    import yaml  # only a run with a settings file pays for the YAML parser
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
