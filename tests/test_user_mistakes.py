@@ -346,3 +346,38 @@ def test_a_malformed_endpoint_is_refused_before_any_row(
     line = refused()
     assert f"the endpoint {endpoint!r} (env AZURE_OPENAI_ENDPOINT)" in line
     assert not (tmp_path / "job.results.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("n: 0", "request.n (file "),
+        ("temperature: hot", "request.temperature (file "),
+        ("max_tokens: '200'", "must be a whole number of at least 1, not '200'"),
+        ("logprobs: 'yes'", "must be true or false"),
+    ],
+)
+def test_request_values_of_the_wrong_type_are_refused(
+    azure_env: SimulatorServer,
+    tmp_path: Path,
+    refused: Callable[[], str],
+    setting: str,
+    says: str,
+) -> None:
+    """A value the service would refuse on every row is refused once, up front."""
+    (tmp_path / "config.yaml").write_text(f"request:\n  {setting}\n")
+    source = write_csv(tmp_path / "job.csv", prompts(2))
+    assert run([str(source)]) == 2
+    assert says in refused()
+    assert azure_env.ledger.count() == 0
+
+
+@pytest.mark.parametrize("name", ["my deployment", "team/gpt-4o", "gpt?4o"])
+def test_a_deployment_no_url_can_name_is_refused(
+    azure_env: SimulatorServer, tmp_path: Path, refused: Callable[[], str], name: str
+) -> None:
+    """A space or a slash in the deployment would be a 404 on every row."""
+    source = write_csv(tmp_path / "job.csv", prompts(2))
+    assert run([str(source), "--deployment", name]) == 2
+    assert f"the deployment {name!r} (flag) cannot be a deployment name" in refused()
+    assert azure_env.ledger.count() == 0

@@ -20,6 +20,7 @@ from typing import Any
 from batchrunner.config.groups import PacingSettings, RetrySettings, StopSettings
 from batchrunner.config.values import (
     FailureLimit,
+    check_deployment,
     check_endpoint,
     parse_failure_limit,
 )
@@ -739,6 +740,7 @@ def check_ready_to_send(settings: Settings) -> None:
             " or put 'deployment: NAME' in the settings file"
         )
         raise ConfigError(msg)
+    check_deployment(settings.deployment, settings.sources.get("deployment", "run"))
     if not settings.simulate and not settings.endpoint:
         msg = (
             "no endpoint given: set AZURE_OPENAI_ENDPOINT to"

@@ -1,6 +1,6 @@
 """
 Values with a shape of their own: how many failed rows one run tolerates
-(``--max-failures N`` or ``P%``), and the endpoint's URL.
+(``--max-failures N`` or ``P%``), the endpoint's URL and the deployment's name.
 """
 
 from __future__ import annotations
@@ -74,3 +74,21 @@ def check_endpoint(url: str, source: str) -> None:
     if parts.scheme.lower() not in ("http", "https") or not host or " " in text:
         msg = f"the endpoint {url!r} ({source}) is not an http(s) URL; write it"
         raise ConfigError(f"{msg} like {example}")
+
+
+#: Characters no deployment name has, that would change the request's URL.
+_NOT_IN_NAMES = re.compile(r"[\s/\\?#%]")
+
+
+def check_deployment(name: str, source: str) -> None:
+    """
+    Refuse a deployment (set by *source*) that no Azure deployment can be called:
+    every row would be a 404 DeploymentNotFound.
+    """
+    if _NOT_IN_NAMES.search(name):
+        msg = (
+            f"the deployment {name!r} ({source}) cannot be a deployment name: names"
+            " are letters, digits, '-', '_' and '.'; copy it from the portal's"
+            " Deployments page"
+        )
+        raise ConfigError(msg)

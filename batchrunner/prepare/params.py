@@ -58,6 +58,11 @@ REFUSED = {
 #: Sent as it stands: the way to a parameter this table does not know yet.
 EXTRA_BODY = "extra_body"
 
+#: Parameters whose type the service checks on every row: what each must be.
+_COUNTS = ("n", "best_of", "max_tokens", "max_completion_tokens", "dimensions")
+_NUMBERS = ("temperature", "top_p", "frequency_penalty", "presence_penalty")
+_FLAGS = ("logprobs", "echo", "store", "parallel_tool_calls")
+
 
 def request_params(
     api: Api, request: Mapping[str, Any], sources: Mapping[str, str]
@@ -72,9 +77,35 @@ def request_params(
         if key == EXTRA_BODY:
             params.update(_extra_body(value))
         else:
-            check_key(api, str(key), sources.get(f"request.{key}"))
+            source = sources.get(f"request.{key}")
+            check_key(api, str(key), source)
+            check_value(str(key), value, source)
             params[key] = value
     return params
+
+
+def check_value(key: str, value: Any, source: str | None = None) -> None:
+    """Refuse a *value* of a type the service would refuse for *key*, on every row."""
+    if key in _COUNTS:
+        fits = _is_int(value) and value >= 1
+        wanted = "a whole number of at least 1"
+    elif key == "seed":
+        fits, wanted = _is_int(value), "a whole number"
+    elif key in _NUMBERS:
+        fits = isinstance(value, int | float) and not isinstance(value, bool)
+        wanted = "a number"
+    elif key in _FLAGS:
+        fits, wanted = isinstance(value, bool), "true or false"
+    else:
+        return
+    if not fits:
+        where = f"request.{key}" + (f" ({source})" if source else "")
+        msg = f"{where} must be {wanted}, not {value!r}"
+        raise ConfigError(msg)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_key(api: Api, key: str, source: str | None = None) -> None:
