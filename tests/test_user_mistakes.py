@@ -221,7 +221,9 @@ def test_the_simulator_refuses_a_prompt_over_the_window_as_azure_does(
     simulator: SimulatorServer,
 ) -> None:
     """400 context_length_exceeded, with the counts worded as Azure words them."""
-    chat = {"messages": [{"role": "user", "content": "word " * 130_000}]}
+    chat: dict[str, Any] = {
+        "messages": [{"role": "user", "content": "word " * 130_000}]
+    }
     error = post(simulator, "gpt-4o-mini/chat/completions", chat)["error"]
     assert error["code"] == "context_length_exceeded"
     assert error["type"] == "invalid_request_error"
@@ -230,10 +232,10 @@ def test_the_simulator_refuses_a_prompt_over_the_window_as_azure_does(
         "This model's maximum context length is 128000 tokens. However, your"
         " messages resulted in 130"
     )
-    prompt = {"prompt": "word " * 4090, "max_tokens": 100}
-    error = post(simulator, "gpt-35-turbo-instruct/completions", prompt)["error"]
+    chat["max_tokens"] = 100
+    error = post(simulator, "gpt-4o-mini/chat/completions", chat)["error"]
     assert error["code"] == "context_length_exceeded"
-    assert "in the prompt, 100 in the completion)" in error["message"]
+    assert "in the messages, 100 in the completion)" in error["message"]
 
 
 @pytest.mark.parametrize(
