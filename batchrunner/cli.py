@@ -9,14 +9,15 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from batchrunner import __version__
+from batchrunner.config.clock import process_started
 from batchrunner.config.settings import build_settings, environment, find_config
-from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, BatchrunnerError
-from batchrunner.prepare.structured import with_schema
+from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE, BatchrunnerError
 from batchrunner.report.console import Parser, json_requested, report
 from batchrunner.report.logs import Redactor, configure_logging, wants_json
 
@@ -329,18 +330,36 @@ def exit_status(outcome: Outcome) -> int:
     return EXIT_ROWS_FAILED if outcome.rows_failed else EXIT_OK
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    """Run the command with *argv*; return its exit code."""
-    from batchrunner.job import run_job
+def run(argv: Sequence[str] | None = None, *, started: float | None = None) -> int:
+    """
+    Run the command with *argv*; return its exit code.
 
+    *started* is the ``time.monotonic()`` reading that ``--deadline`` counts from:
+    the process's start for the command itself, else now.
+    """
+    started = time.monotonic() if started is None else started
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["merge"]:
         from batchrunner.results.merge import run_merge
 
         return run_merge(argv[1:])
     parser = build_parser()
+    if not argv:
+        # What a first try looks like: say how to start, not argparse's complaint.
+        print(f"usage: {parser.prog} INPUT [options]", file=sys.stderr)
+        print(
+            f"{parser.prog}: error: give an INPUT file (.csv or .jsonl);"
+            f" '{parser.prog} --help' lists the options",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     parser.json_errors = json_requested(argv)
     args = parser.parse_args(argv)
+    # Imported after the flags are read: --help and --version need none of the
+    # SDKs the job loads.
+    from batchrunner.job import run_job
+    from batchrunner.prepare.structured import with_schema
+
     redactor = Redactor()
     try:
         env = environment()
@@ -358,7 +377,11 @@ def run(argv: Sequence[str] | None = None) -> int:
             print(show_config(settings, args.input))
             return 0
         outcome = run_job(
-            args.input, settings, redactor=redactor, json_lines=json_lines
+            args.input,
+            settings,
+            redactor=redactor,
+            json_lines=json_lines,
+            started=started,
         )
         return exit_status(outcome)
     except BatchrunnerError as exc:
@@ -369,7 +392,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of ``python -m batchrunner`` and the ``batchrunner`` script."""
     try:
-        code = run(argv)
+        code = run(argv, started=process_started())
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:

@@ -17,26 +17,20 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from batchrunner.azure.blob import (
-    fetched_input,
-    is_blob_url,
-    parse_blob_url,
-    storage_secrets,
-)
-from batchrunner.azure.client import AzureCompleter
-from batchrunner.azure.credentials import Auth, open_auth
+from batchrunner.config.locations import is_blob_url, parse_blob_url, storage_secrets
 from batchrunner.config.prices import answer_price
 from batchrunner.config.settings import (
     Settings,
+    check_endpoint_of,
     check_ready_to_send,
     environment,
     with_overrides,
 )
-from batchrunner.errors import AuthError, ConfigError, RunStopped
+from batchrunner.errors import AuthError, ConfigError, InputError, RunStopped
 from batchrunner.prepare.builder import RequestBuilder
 from batchrunner.prepare.estimate import estimate, report
 from batchrunner.prepare.plan import select
@@ -54,14 +48,16 @@ from batchrunner.results.destination import Output
 from batchrunner.results.resume import error_request_ids, read_state
 from batchrunner.results.sinks import ResultSink, open_sink
 from batchrunner.results.spend import recorded_cost
+from batchrunner.results.target import check_outputs
 from batchrunner.rows.reader import open_rows, spool_stdin
 from batchrunner.rows.stamp import Validated, input_stamp, recall, remember
-from batchrunner.send.batch.run import BatchRun, batch_settings, check_batch_options
 from batchrunner.send.hooks import RunHooks, run_hooks
-from batchrunner.send.pool import online_pool
 from batchrunner.send.reuse import RepeatCounter, open_cache
-from batchrunner.send.sender import Sender
-from batchrunner.send.stops import StopPolicy
+
+if TYPE_CHECKING:
+    from batchrunner.azure.credentials import Auth
+    from batchrunner.send.sender import Sender
+    from batchrunner.send.stops import StopPolicy
 
 log = logging.getLogger("batchrunner")
 
@@ -86,12 +82,21 @@ def open_source(
 ) -> Iterator[Source]:
     """The input as a file that can be read twice (stdin and blobs are copied)."""
     if is_blob_url(input_arg):
+        from batchrunner.azure.blob import fetched_input  # the storage SDK
+
         with fetched_input(input_arg, account, environ or environment()) as path:
             yield Source(path=str(path), name=str(parse_blob_url(input_arg)))
         return
     if input_arg != "-":
         yield Source(path=input_arg, name=input_arg)
         return
+    if sys.stdin.isatty():
+        # Nothing is piped in: reading would wait for typing that never comes.
+        problem = (
+            "'-' reads JSONL from stdin, and stdin is a terminal; pipe a file in,"
+            " like: python -m batchrunner - < prompts.jsonl"
+        )
+        raise InputError("<stdin>", None, None, problem)
     spooled = spool_stdin(sys.stdin.buffer)
     try:
         yield Source(path=str(spooled), name="<stdin>")
@@ -108,27 +113,47 @@ class Outcome:
 
 
 def run_job(
-    input_arg: str, settings: Settings, *, redactor: Redactor, json_lines: bool
+    input_arg: str,
+    settings: Settings,
+    *,
+    redactor: Redactor,
+    json_lines: bool,
+    started: float | None = None,
 ) -> Outcome:
-    """Run the job on *input_arg* with *settings*; return how it ended."""
+    """
+    Run the job on *input_arg* with *settings*; return how it ended.
+
+    ``--deadline`` counts from *started* (a ``time.monotonic()`` reading: the
+    process's start for the command), else from now.
+    """
+    started = time.monotonic() if started is None else started
     environ = environment()
     for secret in storage_secrets(environ):
         redactor.add(secret)
     plan = resolve_shards(settings.shard, settings.shards, environ)
     bind_run(run_id=secrets.token_hex(6), shard=shard_label(plan))
+    check_outputs(settings.output, input_arg, plan, settings.sources)
+    check_endpoint_of(settings)
+    if settings.simulate and not settings.deployment:
+        # Before validation, which checks prompts against this model's window.
+        settings = with_overrides(settings, deployment=SIMULATED_DEPLOYMENT)
     account = settings.storage_account
-    check_batch_options(settings)
+    if settings.mode == "batch" or settings.wait or settings.cancel:
+        # Batch mode's module loads the SDKs: an online run does not need it.
+        from batchrunner.send.batch.run import check_batch_options
+
+        check_batch_options(settings)
     with open_source(input_arg, account=account, environ=environ) as source:
         checker = checker_for(settings)  # a bad schema fails before the input is read
         found = _validate(source, settings, input_arg)
-        if settings.simulate and not settings.deployment:
-            settings = with_overrides(settings, deployment=SIMULATED_DEPLOYMENT)
         if settings.dry_run:
             dry, done, shown = recorded_done(input_arg, settings, plan, environ)
             return _dry_run(source, dry, done, shown)
         check_ready_to_send(settings)
         _check_spend_cap(settings)
         if settings.mode == "batch":
+            from batchrunner.send.batch.run import batch_settings
+
             settings = batch_settings(settings)
 
         def rows_left(shard_settings: Settings, results: Path) -> int:
@@ -150,13 +175,32 @@ def run_job(
             else:
                 hooks = run_hooks(settings, checker, found.repeats)
                 outcome = _send(
-                    source, settings, out, found.rows, redactor, json_lines, hooks
+                    source,
+                    settings,
+                    out,
+                    found.rows,
+                    redactor,
+                    json_lines,
+                    hooks,
+                    started,
                 )
         finally:
             out.close()
         if settings.join:
             _join(source, settings, out.path)
         return outcome
+
+
+def _deadline_left(settings: Settings, started: float) -> Settings:
+    """
+    *settings* with ``deadline`` cut to what is left of it since *started*: a
+    replica's timeout counts from its process's start, start-up included.
+    """
+    if settings.deadline is None:
+        return settings
+    left = settings.deadline - (time.monotonic() - started)
+    # The pool stops at once on a deadline already past; zero would mean "none".
+    return with_overrides(settings, deadline=max(left, 1e-3))
 
 
 def _join(source: Source, settings: Settings, output: Path) -> None:
@@ -175,7 +219,10 @@ def _validate(source: Source, settings: Settings, input_arg: str) -> Validated:
     counting = settings.dedupe and not settings.dry_run
     if stamp is not None and not settings.fresh:
         known = recall(stamp)
-        if known is not None and (known.repeats is not None or not counting):
+        # A file remembered with no rows is read again, to be refused (older
+        # versions let an empty input by).
+        usable = known is not None and known.rows > 0
+        if known is not None and usable and (known.repeats is not None or not counting):
             log.debug("input unchanged since it was validated: %d rows", known.rows)
             return known
     counter = RepeatCounter() if counting else None
@@ -287,7 +334,9 @@ def _send(
     redactor: Redactor,
     json_lines: bool,
     hooks: RunHooks | None = None,
+    deadline_from: float | None = None,
 ) -> Outcome:
+    _load_send_stage()
     state = read_state(output.path)
     planned, skipped = _count_plan(source, settings, state.done_ids, rows)
     _counter_for(settings)  # load the tokenizer now, not on the first row's clock
@@ -310,12 +359,31 @@ def _send(
         redactor.add(live.api_key)
         requests = _planned_requests(source, live, state.done_ids)
         control = anyio.run(
-            _run_pool, live, requests, output, stats, redactor, json_lines, hooks
+            _run_pool,
+            live,
+            requests,
+            output,
+            stats,
+            redactor,
+            json_lines,
+            hooks,
+            started if deadline_from is None else deadline_from,
         )
     summary = _finish(stats, control, time.monotonic() - started, output)
     print_summary(summary, json_lines=json_lines)
     stopped = control.interrupted or control.cause
     return Outcome(rows_failed=stats.rows_failed, stopped=stopped)
+
+
+def _load_send_stage() -> None:
+    """
+    Import the SDKs once the run is going to send: a --dry-run, or a run refused
+    for a mistake, never pays for them; and before the run's own clock starts,
+    so its rates are the sending's.
+    """
+    import batchrunner.azure.client
+    import batchrunner.azure.credentials
+    import batchrunner.send.pool  # noqa: F401
 
 
 async def _run_pool(
@@ -325,12 +393,23 @@ async def _run_pool(
     stats: RunStats,
     redactor: Redactor,
     json_lines: bool,
-    hooks: RunHooks | None = None,
+    hooks: RunHooks | None,
+    started: float,
 ) -> StopPolicy:
+    from batchrunner.azure.credentials import open_auth
+
     # Fetched tokens join the redactor as they come (the first one before any row).
     async with open_auth(settings, on_secret=redactor.add) as auth:
         return await _run_pool_with(
-            auth, settings, requests, output, stats, redactor, json_lines, hooks
+            auth,
+            settings,
+            requests,
+            output,
+            stats,
+            redactor,
+            json_lines,
+            hooks,
+            started,
         )
 
 
@@ -343,7 +422,11 @@ async def _run_pool_with(
     redactor: Redactor,
     json_lines: bool,
     hooks: RunHooks | None,
+    started: float,
 ) -> StopPolicy:
+    from batchrunner.azure.client import AzureCompleter
+    from batchrunner.send.pool import online_pool
+
     for secret in auth.secrets:
         redactor.add(secret)
     assert settings.endpoint
@@ -366,7 +449,9 @@ async def _run_pool_with(
     )
     sender: Sender = online_pool(
         completer,
-        settings,
+        # Counted last thing before the pool starts: loading the SDKs, fetching
+        # a token and reading earlier results all came out of the deadline.
+        _deadline_left(settings, started),
         write=_writer_for(sink, output, rows),
         stats=stats,
         on_progress=progress.update,
@@ -416,6 +501,8 @@ def _send_batches(
     json_lines: bool,
     checker: AnswerChecker | None,
 ) -> Outcome:
+    from batchrunner.send.batch.run import BatchRun
+
     state = read_state(output.path)
     planned, skipped = _count_plan(source, settings, state.done_ids, rows)
     stats = RunStats(rows_planned=planned, rows_skipped=skipped)

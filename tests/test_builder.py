@@ -138,10 +138,18 @@ def test_completions_body_has_the_prompt_and_params():
 
 def test_embeddings_body_keeps_only_embedding_params():
     """Embeddings send input plus dimensions, user and encoding_format only."""
-    request_params = {"dimensions": 256, "user": "u", "temperature": 1, "max_tokens": 9}
+    request_params = {"dimensions": 256, "user": "u"}
     settings = make_settings(Api.EMBEDDINGS, request_params, template="{text}")
     request = build(settings, row(text="embed me"))
     assert request.body == {"input": "embed me", "dimensions": 256, "user": "u"}
+
+
+def test_embeddings_refuse_chat_params_rather_than_drop_them():
+    """A chat parameter under request: is refused for embeddings, not left out."""
+    request_params = {"dimensions": 256, "temperature": 1}
+    settings = make_settings(Api.EMBEDDINGS, request_params, template="{text}")
+    with pytest.raises(ConfigError, match=r"request.temperature.*only chat"):
+        build(settings, row(text="embed me"))
 
 
 def test_messages_column_is_refused_for_completions():
@@ -212,9 +220,11 @@ def test_completion_allowance(api: Api, params: dict[str, Any], allowance: int):
 def test_embeddings_charge_prompt_tokens_only():
     """Embeddings are charged their input tokens and nothing more."""
     counter = TokenCounter("text-embedding-3-small")
-    settings = make_settings(Api.EMBEDDINGS, {"max_tokens": 100})
+    settings = make_settings(Api.EMBEDDINGS, {})
     request = build(settings, row(prompt="hello world"), counter)
     assert request.charged_tokens == request.prompt_tokens == 2
+    # max_tokens is refused for embeddings; were it given, it would not count.
+    assert completion_allowance(Api.EMBEDDINGS, {"max_tokens": 100}) == 0
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -30,17 +29,24 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobClient, BlobType, ContainerClient, ExponentialRetry
 
 from batchrunner.config.locations import (
+    CONNECTION_STRING,
     SCHEMES,
     BlobLocation,
     is_blob_url,
     parse_blob_url,
+    storage_secrets,
 )
 from batchrunner.errors import AuthError, Resumable, UsageError
 
 #: Re-exported: every blob user finds the URL helpers here too.
-__all__ = ["SCHEMES", "BlobLocation", "is_blob_url", "parse_blob_url"]
-
-CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
+__all__ = [
+    "CONNECTION_STRING",
+    "SCHEMES",
+    "BlobLocation",
+    "is_blob_url",
+    "parse_blob_url",
+    "storage_secrets",
+]
 
 _CHUNK = 4 << 20
 
@@ -63,18 +69,6 @@ def _client_options() -> dict[str, Any]:
     # its results; a few quick retries keep the lease renewals on time.
     retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=4)
     return {"retry_policy": retry, "connection_timeout": 20, "read_timeout": 120}
-
-
-def storage_secrets(environ: Mapping[str, str]) -> list[str]:
-    """The key or SAS in the connection string, to keep out of every message."""
-    secrets = []
-    for part in environ.get(CONNECTION_STRING, "").split(";"):
-        key, _, value = part.partition("=")
-        if key.strip().lower() in ("accountkey", "sharedaccesssignature") and value:
-            secrets.append(value.strip())
-            # A SAS shows up in request URLs too, its signature there on its own.
-            secrets += re.findall(r"(?:^|&)sig=([^&]+)", value)
-    return secrets
 
 
 def _connection_account(connection_string: str) -> str | None:

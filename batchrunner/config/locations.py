@@ -7,12 +7,14 @@ loading the storage SDK.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
 from batchrunner.errors import UsageError
 
 SCHEMES = ("az", "abfs", "abfss")
+CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
 _URL = re.compile(r"^(az|abfss?)://([^/@]+)(?:@([^/]+))?/(.+)$", re.IGNORECASE)
 _CONTAINER = re.compile(r"^(?:[a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]|\$root)$")
 
@@ -69,3 +71,15 @@ def parse_blob_url(text: str) -> BlobLocation:
         )
         raise UsageError(msg)
     return BlobLocation(scheme.lower(), container, blob, host)
+
+
+def storage_secrets(environ: Mapping[str, str]) -> list[str]:
+    """The key or SAS in the connection string, to keep out of every message."""
+    secrets = []
+    for part in environ.get(CONNECTION_STRING, "").split(";"):
+        key, _, value = part.partition("=")
+        if key.strip().lower() in ("accountkey", "sharedaccesssignature") and value:
+            secrets.append(value.strip())
+            # A SAS shows up in request URLs too, its signature there on its own.
+            secrets += re.findall(r"(?:^|&)sig=([^&]+)", value)
+    return secrets

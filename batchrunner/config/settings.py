@@ -17,10 +17,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from batchrunner.config.groups import PacingSettings, RetrySettings, StopSettings
-from batchrunner.config.values import FailureLimit, parse_failure_limit
+from batchrunner.config.values import (
+    FailureLimit,
+    check_deployment,
+    check_endpoint,
+    parse_failure_limit,
+)
 from batchrunner.errors import ConfigError
 from batchrunner.records import Api
 
@@ -334,18 +337,34 @@ def parse_bool(value: Any) -> bool:
 
 
 def _positive_int(value: Any) -> int:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         msg = f"{value!r} is not a whole number"
         raise ValueError(msg)
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        msg = f"{value!r} is not a whole number"
+        raise ValueError(msg) from None
     if number < 1 or number != float(value):
         msg = f"{value!r} is not a whole number of at least 1"
         raise ValueError(msg)
     return number
 
 
+def _number(value: Any) -> float:
+    """*value* as a number; a message a user can act on when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        msg = f"{value!r} is not a number"
+        raise ValueError(msg)
+    try:
+        return float(value)
+    except ValueError:
+        msg = f"{value!r} is not a number"
+        raise ValueError(msg) from None
+
+
 def _positive_float(value: Any) -> float:
-    number = float(value)
+    number = _number(value)
     if not number > 0:
         msg = f"{value!r} is not a positive number"
         raise ValueError(msg)
@@ -353,11 +372,19 @@ def _positive_float(value: Any) -> float:
 
 
 def _non_negative_float(value: Any) -> float:
-    number = float(value)
+    number = _number(value)
     if not number >= 0:
         msg = f"{value!r} is not a number of seconds (0 or more)"
         raise ValueError(msg)
     return number
+
+
+def _verbosity(value: Any) -> int:
+    number = _number(value)
+    if number != int(number):
+        msg = f"{value!r} is not a whole number"
+        raise ValueError(msg)
+    return int(number)
 
 
 def _choice(*choices: str) -> Any:
@@ -442,7 +469,7 @@ SCALARS: dict[str, Any] = {
     "deadline": parse_duration,
     "max_cost": _positive_float,
     "log_format": _choice("text", "json"),
-    "verbosity": int,
+    "verbosity": _verbosity,
     "grace_seconds": _positive_float,
     "max_retry_wait": _positive_float,
     "max_backoff": _positive_float,
@@ -482,10 +509,18 @@ SDK_ENVIRONMENT = {
 
 def load_file(path: Path) -> dict[str, Any]:
     """The settings file at *path* as a mapping; a clear error when it is not one."""
+    import yaml  # only a run with a settings file pays for the YAML parser
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         msg = f"cannot read the settings file {str(path)!r}: {exc.strerror}"
+        raise ConfigError(msg) from exc
+    except UnicodeDecodeError as exc:
+        msg = (
+            f"{path}: the settings file is not UTF-8 text (byte 0x"
+            f"{exc.object[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
+        )
         raise ConfigError(msg) from exc
     try:
         data = yaml.safe_load(text)
@@ -686,6 +721,9 @@ def find_config(explicit: str | None, cwd: Path) -> Path | None:
     """The settings file to read: *explicit*, else ``./config.yaml`` when present."""
     if explicit:
         path = Path(explicit)
+        if path.is_dir():
+            msg = f"settings file {explicit!r} is a directory; name a .yaml file"
+            raise ConfigError(msg)
         if not path.is_file():
             msg = f"settings file {explicit!r} does not exist"
             raise ConfigError(msg)
@@ -702,6 +740,7 @@ def check_ready_to_send(settings: Settings) -> None:
             " or put 'deployment: NAME' in the settings file"
         )
         raise ConfigError(msg)
+    check_deployment(settings.deployment, settings.sources.get("deployment", "run"))
     if not settings.simulate and not settings.endpoint:
         msg = (
             "no endpoint given: set AZURE_OPENAI_ENDPOINT to"
@@ -709,6 +748,13 @@ def check_ready_to_send(settings: Settings) -> None:
             " file), or try the built-in simulator with --simulate"
         )
         raise ConfigError(msg)
+    check_endpoint_of(settings)
+
+
+def check_endpoint_of(settings: Settings) -> None:
+    """Refuse an endpoint that is not a URL (``--dry-run`` checks it too)."""
+    if not settings.simulate and settings.endpoint:
+        check_endpoint(settings.endpoint, settings.sources.get("endpoint", "default"))
 
 
 def with_overrides(settings: Settings, **changes: Any) -> Settings:

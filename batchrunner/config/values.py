@@ -1,5 +1,6 @@
 """
-How many failed rows one run tolerates: ``--max-failures N`` or ``P%``.
+Values with a shape of their own: how many failed rows one run tolerates
+(``--max-failures N`` or ``P%``), the endpoint's URL and the deployment's name.
 """
 
 from __future__ import annotations
@@ -8,6 +9,9 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
+
+from batchrunner.errors import ConfigError
 
 _LIMIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$")
 
@@ -51,3 +55,40 @@ def parse_failure_limit(value: Any) -> FailureLimit:
         msg = f"{value!r} is not a whole number of rows"
         raise ValueError(msg)
     return FailureLimit(count=int(number))
+
+
+def check_endpoint(url: str, source: str) -> None:
+    """
+    Refuse an endpoint (set by *source*) that is not an http(s) URL with a host:
+    every request to it would fail as a connection error, row after row.
+    """
+    example = "https://<resource>.openai.azure.com"
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError as exc:
+        msg = f"the endpoint {url!r} ({source}) is not a URL: {exc}; write it"
+        raise ConfigError(f"{msg} like {example}") from None
+    text = url.strip()
+    if parts.scheme.lower() not in ("http", "https") or not host or " " in text:
+        msg = f"the endpoint {url!r} ({source}) is not an http(s) URL; write it"
+        raise ConfigError(f"{msg} like {example}")
+
+
+#: Characters no deployment name has, that would change the request's URL.
+_NOT_IN_NAMES = re.compile(r"[\s/\\?#%]")
+
+
+def check_deployment(name: str, source: str) -> None:
+    """
+    Refuse a deployment (set by *source*) that no Azure deployment can be called:
+    every row would be a 404 DeploymentNotFound.
+    """
+    if _NOT_IN_NAMES.search(name):
+        msg = (
+            f"the deployment {name!r} ({source}) cannot be a deployment name: names"
+            " are letters, digits, '-', '_' and '.'; copy it from the portal's"
+            " Deployments page"
+        )
+        raise ConfigError(msg)

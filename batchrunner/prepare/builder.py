@@ -16,20 +16,17 @@ from typing import TYPE_CHECKING, Any
 from batchrunner.config.settings import Settings
 from batchrunner.errors import CellError, ConfigError
 from batchrunner.prepare.messages import messages_fault, template_fields
+from batchrunner.prepare.params import request_params
 from batchrunner.prepare.tokens import TokenCounter
+from batchrunner.prepare.window import WindowCheck
 from batchrunner.records import Api, Request, Row
 from batchrunner.rows.files import json_type
 
 if TYPE_CHECKING:
     from batchrunner.prepare.templates import PromptTemplate
 
-#: The only request parameters the embeddings operation accepts besides ``input``.
-EMBEDDING_PARAMS = ("dimensions", "user", "encoding_format")
 #: The service's default ``max_tokens`` for completions; chat has no such default.
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
-#: Body keys that come from the rows, never from ``request:`` in the settings.
-ROW_KEYS = ("messages", "prompt", "input")
-
 
 
 def build_request(
@@ -62,10 +59,13 @@ class RequestBuilder:
         self._template_fields = template_fields(columns.template or "")
         #: The Jinja2 template file, when set: it builds every row's prompt text.
         self.template = _template_file(settings)
-        self._params = _request_params(settings.api, settings.request)
+        self._params = request_params(settings.api, settings.request, settings.sources)
         self._completion_allowance = completion_allowance(
             settings.api, settings.request
         )
+        model = settings.model or settings.deployment
+        self._window = WindowCheck(model, settings.api, settings.request)
+        self._checks_window = self._window.window is not None
         self._excluded = frozenset(
             {
                 columns.id_column,
@@ -86,10 +86,14 @@ class RequestBuilder:
         counter = self._counter
         if self._api is Api.CHAT:
             messages = self._messages(row)
+            if self._checks_window:
+                self._check_window(row, self._window.chat_problem(messages))
             body: dict[str, Any] = {"messages": messages, **self._params}
             tokens = counter.count_chat(messages) if counter else 0
         else:
             text = self._completion_text(row)
+            if self._checks_window:
+                self._check_window(row, self._window.text_problem(text))
             key = "prompt" if self._api is Api.COMPLETIONS else "input"
             body = {key: text, **self._params}
             tokens = counter.count_text(text) if counter else 0
@@ -101,6 +105,14 @@ class RequestBuilder:
             charged_tokens=tokens + self._completion_allowance,
             passthrough=passthrough,
         )
+
+    def _check_window(self, row: Row, problem: str | None) -> None:
+        if problem is None:
+            return
+        fields = row.fields
+        columns = (self._messages_column, self._prompt_column)
+        column = next((c for c in columns if not _is_blank(fields.get(c))), None)
+        raise self._error(row, column, problem)
 
     def _messages(self, row: Row) -> list[dict[str, Any]]:
         raw = row.fields.get(self._messages_column)
@@ -254,19 +266,6 @@ def completion_allowance(api: Api, request: Mapping[str, Any]) -> int:
     if api is Api.COMPLETIONS:
         choices = max(choices, _whole("best_of", request.get("best_of", 1)))
     return _whole("max_tokens", limit) * choices
-
-
-def _request_params(api: Api, request: Mapping[str, Any]) -> dict[str, Any]:
-    for key in ROW_KEYS:
-        if key in request:
-            msg = (
-                f"request.{key} cannot be set in the settings: the request text"
-                " comes from the input rows"
-            )
-            raise ConfigError(msg)
-    if api is Api.EMBEDDINGS:
-        return {k: request[k] for k in EMBEDDING_PARAMS if k in request}
-    return dict(request)
 
 
 def _whole(name: str, value: Any) -> int:

@@ -83,13 +83,13 @@ class TokenCounter:
         for message in messages:
             total += _PER_MESSAGE
             for key, value in message.items():
-                total += self.count_text(_content_text(value))
+                total += self.count_text(content_text(value))
                 if key == "name":
                     total += _PER_NAME
         return total
 
 
-def _content_text(value: Any) -> str:
+def content_text(value: Any) -> str:
     """The text of a message field; content may be a list of typed parts."""
     if isinstance(value, str):
         return value

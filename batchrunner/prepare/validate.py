@@ -48,8 +48,8 @@ def validate(
     """
     shown = name or path
     builder = RequestBuilder(settings, path=shown)
-    kind, _ = input_format(path, shown)
     check_readable(path, shown)
+    kind, _ = input_format(path, shown)
     header = None
     if kind == "csv":
         header, line = read_header(path, shown)
@@ -59,9 +59,29 @@ def validate(
             _check_header(header, line, settings, shown)
     try:
         rows = open_rows(path, settings.input, name=name)
-        return _validate_rows(rows, builder, header, settings.input.id_column, observe)
+        found = _validate_rows(rows, builder, header, settings.input.id_column, observe)
     except CellError as exc:
         raise located(exc, path, header) from None
+    if found.rows == 0:
+        raise _no_rows(shown, kind, header is not None)
+    return found
+
+
+def _no_rows(shown: str, kind: str, has_header: bool) -> InputError:
+    """An input without a single row: as much a mistake as an empty CSV file."""
+    if has_header:
+        problem = "the file has a header but no rows; add a row for each prompt"
+    elif shown == "<stdin>":
+        problem = (
+            "nothing came in on stdin; pipe JSONL into it, like"
+            " cat prompts.jsonl | python -m batchrunner -"
+        )
+    else:
+        problem = (
+            f"the file is empty; a {kind.upper()} file holds one JSON object a line,"
+            ' like {"id": "1", "prompt": "Hello"}'
+        )
+    return InputError(shown, None, None, problem)
 
 
 def _validate_rows(

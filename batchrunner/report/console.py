@@ -45,7 +45,7 @@ class Parser(argparse.ArgumentParser):
 def json_requested(argv: Sequence[str]) -> bool:
     """Whether logs will be JSON, judged before the settings can be read."""
     chosen = None
-    for flag, value in zip(argv, [*argv[1:], None], strict=True):
+    for flag, value in zip(argv, [*argv[1:], None], strict=False):
         if flag == "--log-format":
             chosen = value
         elif flag.startswith("--log-format="):

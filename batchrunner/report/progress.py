@@ -15,21 +15,16 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
+from typing import TYPE_CHECKING, Any, TextIO
 
 from batchrunner.prepare.estimate import money
 from batchrunner.report.summary import BATCH_COUNTS, RunStats
+
+if TYPE_CHECKING:
+    # rich loads when a bar or a table is drawn: a JSON-logged run (a job in a
+    # container) never draws one, and its start-up should not pay for it.
+    from rich.progress import Progress
+    from rich.table import Table
 
 log = logging.getLogger("batchrunner")
 
@@ -71,6 +66,16 @@ class ProgressDisplay:
             self._start_bar(stream or sys.stderr)
 
     def _start_bar(self, stream: TextIO) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         console = Console(file=stream)
         rates = (
             []
@@ -219,6 +224,8 @@ def _short(number: float) -> str:
 
 def summary_table(summary: dict[str, Any]) -> Table:
     """The end-of-run table."""
+    from rich.table import Table
+
     table = Table(title="batchrunner summary", show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
@@ -285,5 +292,7 @@ def print_summary(
     if json_lines:
         log.info("run finished", extra={"event": "summary", "summary": summary})
         return
+    from rich.console import Console
+
     console = Console(file=stream or sys.stderr, width=120)
     console.print(summary_table(summary))
