@@ -191,18 +191,6 @@ def run_job(
         return outcome
 
 
-def _deadline_left(settings: Settings, started: float) -> Settings:
-    """
-    *settings* with ``deadline`` cut to what is left of it since *started*: a
-    replica's timeout counts from its process's start, start-up included.
-    """
-    if settings.deadline is None:
-        return settings
-    left = settings.deadline - (time.monotonic() - started)
-    # The pool stops at once on a deadline already past; zero would mean "none".
-    return with_overrides(settings, deadline=max(left, 1e-3))
-
-
 def _join(source: Source, settings: Settings, output: Path) -> None:
     from batchrunner.results.join import write_joined  # pandas only when asked for
 
@@ -449,14 +437,15 @@ async def _run_pool_with(
     )
     sender: Sender = online_pool(
         completer,
-        # Counted last thing before the pool starts: loading the SDKs, fetching
-        # a token and reading earlier results all came out of the deadline.
-        _deadline_left(settings, started),
+        settings,
         write=_writer_for(sink, output, rows),
         stats=stats,
         on_progress=progress.update,
         on_unauthorized=auth.on_unauthorized,
         hooks=hooks,
+        # Loading the SDKs, fetching a token and reading earlier results all
+        # come out of the deadline: it counts from the process's start.
+        deadline_from=started,
     )
     try:
         return await sender.run(rows.watch(requests))

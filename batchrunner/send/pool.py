@@ -196,6 +196,7 @@ def online_pool(
     clock: Callable[[], float] = time.monotonic,
     on_unauthorized: Callable[[], Awaitable[bool]] | None = None,
     hooks: RowHooks | None = None,
+    deadline_from: float | None = None,
 ) -> Pool:
     """
     The online pool of one deployment, put together from *settings*' groups:
@@ -206,7 +207,7 @@ def online_pool(
         stats.price_for = partial(answer_price, settings)
     pacer = pacer or Pacer(pacing.rpm, pacing.tpm, sleep=sleep, clock=clock)
     route = Route(client=client, pacer=pacer, label=label or settings.deployment or "")
-    control = StopPolicy(settings.stops)
+    control = StopPolicy(settings.stops, deadline_from=deadline_from)
     sender = RowSender(
         route,
         settings.retries,

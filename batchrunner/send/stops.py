@@ -60,6 +60,9 @@ class StopPolicy:
     cause: RunStopped | AuthError | None = None
     #: A signal that came after (or as) the first reason: it decides the exit code.
     interrupted: Interrupted | None = None
+    #: When ``--deadline`` started counting (``time.monotonic()``): the process's
+    #: start, since a replica's timeout counts from there; None: the pool's start.
+    deadline_from: float | None = None
     #: Called once, when the run is first asked to stop.
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     _reserved_cost: float = 0.0
@@ -223,7 +226,8 @@ class StopPolicy:
         if deadline is None:
             return
         margin = min(self.settings.timeout, deadline / 10)
-        left = deadline - (clock() - started)
+        origin = started if self.deadline_from is None else self.deadline_from
+        left = deadline - (clock() - origin)
         await sleep(max(0.0, left - margin))
         near = f"the deadline of {deadline:.0f} s is near; re-run to go on"
         self.stop(Resumable(near))
