@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from batchrunner.cli import build_parser
 from batchrunner.config.settings import parse_duration
+from batchrunner.flags import build_parser
 from batchrunner.prepare.shards import ShardPlan, shard_output
 
 ROOT = Path(__file__).resolve().parent.parent
