@@ -84,6 +84,15 @@ class RateLimits:
     remaining_requests: int | None = None
     limit_tokens: int | None = None
     remaining_tokens: int | None = None
+    #: Seconds until the requests / tokens are back in full (``x-ratelimit-reset-*``).
+    reset_requests: float | None = None
+    reset_tokens: float | None = None
+
+    @property
+    def reset(self) -> float | None:
+        """The longest reset reported: when everything fits again."""
+        resets = [r for r in (self.reset_requests, self.reset_tokens) if r is not None]
+        return max(resets) if resets else None
 
     @property
     def rpm(self) -> int | None:

@@ -2,15 +2,19 @@
 A TPM-limited deployment (short window, ~60 s of work): how close each client
 gets to the physical limit, and how many 429s it collects on the way.
 
-    python benchmarks/quota.py [--tpm 60000] [--rows 240]
-                               [--runs naive,given,learned,aimd]
+    python -m benchmarks.quota [--tpm 60000] [--window 6] [--rows 240]
+                               [--runs naive,given,learned,remaining,aimd,overcharged]
 
 Runs, all against the same simulator settings in the same process:
-- naive:   asyncio.gather + Semaphore(64) on the SDK (its 2 built-in retries);
-- given:   batchrunner --tpm (the budget told);
-- learned: batchrunner with no budget: learned from x-ratelimit-* headers;
-- aimd:    batchrunner with no budget against a deployment that sends no
-           rate-limit headers: 429-driven AIMD only.
+- naive:       asyncio.gather + Semaphore(64) on the SDK (its 2 built-in retries);
+- given:       batchrunner --tpm (the budget told);
+- learned:     batchrunner with no budget: learned from x-ratelimit-limit-* headers;
+- remaining:   no budget, a deployment that sends only x-ratelimit-remaining-*
+               (as APIM and Microsoft's simulator do);
+- aimd:        no budget, a deployment that sends no rate-limit headers: the
+               429s (and their waits) only;
+- overcharged: batchrunner --tpm against a service that charges 5% more than
+               our estimate.
 """
 
 from __future__ import annotations
@@ -25,14 +29,20 @@ from typing import Any
 from benchmarks.common import ROOT, run_child, simulator, simulator_stats, write_input
 
 MAX_TOKENS = 200
+#: The header set each run's deployment sends (the others send all of them).
+HEADERS = {"remaining": "remaining", "aimd": "none"}
+#: How much more than our estimate the "overcharged" service counts.
+OVERCHARGE = 1.05
 
 
 def _one(
     name: str, args: argparse.Namespace, tmp: Path, source: Path
 ) -> dict[str, Any]:
-    sim_args = ["--tpm", str(args.tpm), "--window", "10", "--latency", "0.2"]
-    if name == "aimd":
-        sim_args.append("--no-rate-headers")
+    headers = HEADERS.get(name, "full")
+    sim_args = ["--tpm", str(args.tpm), "--window", str(args.window),
+                "--latency", "0.2", "--rate-headers", headers]  # fmt: skip
+    if name == "overcharged":
+        sim_args += ["--charge-factor", str(OVERCHARGE)]
     config = tmp / "config.yaml"
     config.write_text(f"request:\n  max_tokens: {MAX_TOKENS}\nmodel: gpt-4o-mini\n")
     with simulator(*sim_args) as url:
@@ -44,7 +54,7 @@ def _one(
             cmd = [sys.executable, "-m", "batchrunner", str(source), "-q", "-c",
                    str(config), "--log-format", "json", "--concurrency", "64",
                    "-o", str(tmp / f"{name}.jsonl")]  # fmt: skip
-            if name == "given":
+            if name in ("given", "overcharged"):
                 cmd += ["--tpm", str(args.tpm)]
         run = run_child(cmd, url, check=False)
         after = simulator_stats(url)
@@ -71,16 +81,19 @@ def _one(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tpm", type=int, default=60_000)
+    parser.add_argument("--window", type=float, default=6.0)
     parser.add_argument("--rows", type=int, default=240)
-    parser.add_argument("--runs", default="naive,given,learned,aimd")
+    parser.add_argument(
+        "--runs", default="naive,given,learned,remaining,aimd,overcharged"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         source = write_input(tmp / "job.jsonl", args.rows, words=45)
         results = [_one(name, args, tmp, source) for name in args.runs.split(",")]
-    print(f"TPM limit {args.tpm:,} (10 s window), {args.rows} rows, max_tokens "
-          f"{MAX_TOKENS}, latency 200 ms, concurrency 64")  # fmt: skip
-    print(f"{'run':9}{'rows ok':>8}{'wall s':>8}{'limit s':>8}{'wall/limit':>11}"
+    print(f"TPM limit {args.tpm:,} ({args.window:g} s window), {args.rows} rows,"
+          f" max_tokens {MAX_TOKENS}, latency 200 ms, concurrency 64")  # fmt: skip
+    print(f"{'run':12}{'rows ok':>8}{'wall s':>8}{'limit s':>8}{'wall/limit':>11}"
           f"{'TPM used':>10}{'429s':>6}{'429 %':>7}")  # fmt: skip
     for r in results:
         # The physical limit: the tokens the rows needed, at the TPM rate.
@@ -88,7 +101,7 @@ def main() -> None:
         used = r["charged"] / r["wall"] * 60 / args.tpm if r["wall"] else 0
         share = r["throttled"] / r["requests"] if r["requests"] else 0
         ratio = r["wall"] / physical
-        print(f"{r['name']:9}{r['rows_ok']:8}{r['wall']:8.1f}{physical:8.1f}"
+        print(f"{r['name']:12}{r['rows_ok']:8}{r['wall']:8.1f}{physical:8.1f}"
               f"{ratio:11.2f}{used:10.1%}{r['throttled']:6}{share:7.1%}")  # fmt: skip
     print(json.dumps(results))
 

@@ -10,10 +10,9 @@ from batchrunner.records import RateLimits
 from batchrunner.send.pacer import (
     DECREASE,
     HEADROOM,
+    INITIAL_WINDOW,
     RECOVERY_SECONDS,
     SLACK_SECONDS,
-    SLOW_START_DOUBLINGS_PER_SECOND,
-    SLOW_START_RATE,
     Pacer,
 )
 from tests.fakes import FakeClock
@@ -48,12 +47,13 @@ def test_pacer_pause_holds_everyone() -> None:
 
 
 async def test_adaptive_pacer_sends_one_probe_until_the_first_answer() -> None:
-    """With no budget, a second request waits for the first answer's headers."""
+    """With no budget, a request past the initial window waits for an answer."""
     from anyio import wait_all_tasks_blocked
     from anyio.lowlevel import checkpoint
 
     pacer = Pacer()
-    await pacer.acquire(10)  # the probe goes at once
+    for _ in range(INITIAL_WINDOW):
+        await pacer.acquire(10)  # the initial window goes at once
     done: list[int] = []
 
     async def second() -> None:
@@ -126,20 +126,6 @@ def test_aimd_cuts_to_a_share_of_what_got_through_then_grows_back() -> None:
     assert pacer.budgets[1] == pytest.approx(
         6000 * (DECREASE + (1 - DECREASE) * 30 / RECOVERY_SECONDS), rel=0.02
     )
-
-
-def test_slow_start_doubles_until_the_first_429() -> None:
-    """With no budget and no headers, the request rate starts low and doubles."""
-    clock = FakeClock()
-    pacer = Pacer(clock=clock)
-    pacer.observe(None)
-    assert pacer.budgets[0] == pytest.approx(SLOW_START_RATE * 60)
-    clock.now = 2 / SLOW_START_DOUBLINGS_PER_SECOND  # two doublings
-    pacer.reserve(1)
-    assert pacer.budgets[0] == pytest.approx(SLOW_START_RATE * 4 * 60)
-    pacer.throttled(0.5)
-    assert pacer.budgets[0] is not None
-    assert pacer.budgets[0] < SLOW_START_RATE * 4 * 60
 
 
 async def test_pacer_takes_a_slot_within_the_slack_without_sleeping() -> None:

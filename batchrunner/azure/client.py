@@ -263,7 +263,7 @@ def failure_from(exc: openai.OpenAIError, latency_ms: int | None = None) -> ApiF
             status_code=exc.status_code,
             code=exc.code,
             retryable=is_retryable_status(exc.status_code),
-            retry_after=parse_retry_after(headers),
+            retry_after=parse_retry_after(headers, throttled=exc.status_code == 429),
             request_id=exc.request_id or headers.get("apim-request-id"),
             latency_ms=latency_ms,
             limits=parse_rate_limits(headers),

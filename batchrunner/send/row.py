@@ -29,6 +29,7 @@ from batchrunner.errors import (
 )
 from batchrunner.records import ErrorInfo, Reply, Request, RowResult, answered
 from batchrunner.report.summary import RunStats, error_kind
+from batchrunner.send.pacer import PacerStopped, Turn
 from batchrunner.send.retry import RetryPolicy, retrying
 from batchrunner.send.route import Route
 from batchrunner.send.stops import StopPolicy
@@ -86,6 +87,8 @@ class RowSender:
     def _wake_sleepers(self) -> None:
         if self._stopped is not None:
             self._stopped.set()
+        # Rows waiting for their turn are abandoned at once, not when it comes.
+        self.route.pacer.stop()
 
     async def send(self, request: Request) -> RowResult | None:
         """The result of *request*, or None when a stop abandoned it."""
@@ -107,13 +110,15 @@ class RowSender:
 
     async def _process(self, request: Request) -> RowResult | None:
         # Most rows succeed at once: the retrier is built only after a failure.
+        attempts = 0
         try:
-            await self._wait_turn(request)
-            reply = await self._attempt(request)
+            turn = await self._wait_turn(request)
+            attempts = 1
+            reply = await self._attempt(request, turn)
         except _Abandoned:
             return None
-        except QuotaExceeded as exceeded:  # nothing was sent
-            return error_result(request, over_quota(exceeded), attempts=0)
+        except QuotaExceeded as exceeded:  # unsent, or refused by its first answer
+            return error_result(request, over_quota(exceeded), attempts)
         except ApiFailure as failure:
             return await self._retry(request, failure)
         return answered(request, reply, attempts=1)
@@ -135,9 +140,9 @@ class RowSender:
                     if replay is not None:
                         failure, replay = replay, None
                         raise failure
-                    await self._wait_turn(request)
+                    turn = await self._wait_turn(request)
                     attempts += 1
-                    reply = await self._attempt(request)
+                    reply = await self._attempt(request, turn)
         except _Abandoned:
             return None
         except QuotaExceeded as exceeded:
@@ -146,33 +151,42 @@ class RowSender:
             return error_result(request, failure, attempts)
         return answered(request, reply, attempts)
 
-    async def _wait_turn(self, request: Request) -> None:
+    async def _wait_turn(self, request: Request) -> Turn:
         if self.control.stopping:
             raise _Abandoned
-        await self.route.pacer.acquire(request.charged_tokens)
+        try:
+            turn = await self.route.pacer.acquire(request.charged_tokens)
+        except PacerStopped as stopped:
+            raise _Abandoned from stopped
         if self.control.stopping:
+            turn.release()
             raise _Abandoned
+        return turn
 
-    async def _attempt(self, request: Request) -> Reply:
+    async def _attempt(self, request: Request, turn: Turn) -> Reply:
         """One request on the wire; a failure comes back as it is to be retried."""
         pacer = self.route.pacer
         sent_at = self._clock()
-        try:
-            reply = await self.route.client.complete(request)
-        except ApiFailure as failure:
-            self.stats.note_attempt(failure)
-            pacer.observe(failure.limits)
-            renewed = await self._token_replaced(request, failure)
-            if renewed is not None:
-                raise renewed from failure
-            self._on_failure(failure, sent_at)
-            raise
-        except AuthError as exc:  # the token provider has no token to give
-            self.control.stop(exc)
-            raise _Abandoned from exc
-        self.stats.note_attempt(None)
-        pacer.observe(reply.limits, request.charged_tokens)
-        return reply
+        # The turn is given back however the request ends (answer, timeout,
+        # cancellation), so no wait in the pacer outlives it.
+        with turn:
+            try:
+                reply = await self.route.client.complete(request)
+            except ApiFailure as failure:
+                self.stats.note_attempt(failure)
+                if failure.status_code is not None:  # an answer, not a timeout
+                    pacer.observe(failure.limits, sent_at=sent_at)
+                renewed = await self._token_replaced(request, failure)
+                if renewed is not None:
+                    raise renewed from failure
+                self._on_failure(failure, sent_at, request.charged_tokens)
+                raise
+            except AuthError as exc:  # the token provider has no token to give
+                self.control.stop(exc)
+                raise _Abandoned from exc
+            self.stats.note_attempt(None)
+            pacer.observe(reply.limits, request.charged_tokens, sent_at)
+            return reply
 
     async def _token_replaced(
         self, request: Request, failure: ApiFailure
@@ -190,8 +204,13 @@ class RowSender:
             return None
         return failure.but_retryable()
 
-    def _on_failure(self, failure: ApiFailure, sent_at: float) -> None:
+    def _on_failure(self, failure: ApiFailure, sent_at: float, tokens: int) -> None:
         if failure.status_code == 429:
+            limit = self.route.pacer.token_limit()
+            if limit is not None and tokens > limit:
+                # Sent before the quota was known, and the answer told it: the
+                # service would refuse this row forever, so waiting is no use.
+                raise QuotaExceeded(tokens, limit) from failure
             wait = failure.retry_after or 1.0
             most = self.retries.max_retry_wait
             if wait > most:
@@ -207,7 +226,7 @@ class RowSender:
                 )
                 raise _Abandoned from failure
             # Everybody waits, so one throttled answer does not become a hundred.
-            self.route.pacer.throttled(wait, sent_at)
+            self.route.pacer.throttled(wait, sent_at, tokens)
         elif failure.status_code in (401, 403):
             self.control.stop(
                 AuthError(

@@ -157,12 +157,13 @@ def _infer(
     except _Reject as reject:
         return reject.answer
     if rate_limited:
-        refusal = state.limiter.charge(config, plan.charge)
+        charge = math.ceil(plan.charge * config.charge_factor)
+        refusal = state.limiter.charge(config, charge)
         if refusal is not None:
             kind, wait = refusal
             wait_ms = max(1, math.ceil(wait * 1000))
             return _too_many(call.operation, call.api_version, kind, wait_ms)
-        state.ledger.add_charge(plan.charge)
+        state.ledger.add_charge(charge)
     if config.block_word and config.block_word in call.prompt:
         return _json_answer(400, _BLOCKED)
     redact = bool(config.redact_word) and config.redact_word in call.prompt
@@ -267,6 +268,7 @@ def _check_faults(rates: Mapping[str, float]) -> None:
 def create_app(config: SimConfig, ledger: Ledger) -> web.Application:
     """The simulator as an aiohttp application that records into *ledger*."""
     _check_faults(config.fault_rates)
+    config.header_mode  # noqa: B018 - refuses an unknown mode now, not per answer
     state = _State(config, ledger, _Limiter(), random.Random(config.seed))
 
     def reset() -> None:

@@ -21,6 +21,7 @@ OPERATIONS = {
 }
 
 REGION = "Sweden Central"
+RATE_HEADER_MODES = ("full", "remaining", "none")
 
 #: The Batch API's limits on one input file.
 BATCH_MAX_REQUESTS = 100_000
@@ -71,8 +72,15 @@ class SimConfig:
     #: Model → its context window in tokens: a chat request that would overflow
     #: it (prompt plus answer budget) gets Azure's ``context_length_exceeded``.
     context_windows: dict[str, int] = field(default_factory=_default_context_windows)
-    #: Whether answers carry ``x-ratelimit-*`` headers (Azure's do; a proxy may not).
-    rate_headers: bool = True
+    #: Which ``x-ratelimit-*`` headers answers carry: "full" (limit and
+    #: remaining, as Azure's do), "remaining" (as gateways such as APIM and
+    #: Microsoft's own simulator send) or "none" (a proxy that strips them).
+    #: True and False mean "full" and "none".
+    rate_headers: bool | str = "full"
+    #: The service counts each request this many times what a client estimates
+    #: (Azure's estimate is "based in part on the character count").
+    charge_factor: float = 1.0
+
     #: The body of a 404 for a deployment that does not exist, and of a 401 for a
     #: wrong or missing key; None for Azure's. Other services word them their own
     #: way (``{"detail": …}``, no ``code``), and messages must still show them.
@@ -103,3 +111,14 @@ class SimConfig:
     batch_max_files: tuple[int, int] = BATCH_MAX_FILES
     #: Calls of the Files and Batches API to hold until a test releases them.
     gates: list[Gate] = field(default_factory=list)
+
+    @property
+    def header_mode(self) -> str:
+        """``rate_headers`` as one of RATE_HEADER_MODES."""
+        mode = self.rate_headers
+        if isinstance(mode, bool):
+            return "full" if mode else "none"
+        if mode not in RATE_HEADER_MODES:
+            msg = f"rate_headers {mode!r} is not one of {', '.join(RATE_HEADER_MODES)}"
+            raise ValueError(msg)
+        return mode

@@ -67,18 +67,22 @@ class _Limiter:
     def headers(self, config: SimConfig) -> dict[str, str]:
         """The ``x-ratelimit-*`` headers of the limits that are set."""
         headers: dict[str, str] = {}
-        if (config.rpm is None and config.tpm is None) or not config.rate_headers:
+        mode = config.header_mode
+        if (config.rpm is None and config.tpm is None) or mode == "none":
             return headers
+        full = mode == "full"
         with self._lock:
             self._evict(time.monotonic(), config.window)
             requests, tokens = len(self._charges), self._tokens
         if config.rpm is not None:
             limit = _request_limit(config)
-            headers["x-ratelimit-limit-requests"] = str(limit)
+            if full:
+                headers["x-ratelimit-limit-requests"] = str(limit)
             headers["x-ratelimit-remaining-requests"] = str(max(0, limit - requests))
         if config.tpm is not None:
             left = max(0, math.floor(_token_limit(config) - tokens))
-            headers["x-ratelimit-limit-tokens"] = str(config.tpm)
+            if full:
+                headers["x-ratelimit-limit-tokens"] = str(config.tpm)
             headers["x-ratelimit-remaining-tokens"] = str(left)
         return headers
 

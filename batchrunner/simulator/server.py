@@ -12,7 +12,11 @@ from aiohttp import web
 
 from batchrunner.simulator.app import _check_faults, create_app
 from batchrunner.simulator.background import BackgroundServer
-from batchrunner.simulator.config import SimConfig, _default_deployments
+from batchrunner.simulator.config import (
+    RATE_HEADER_MODES,
+    SimConfig,
+    _default_deployments,
+)
 from batchrunner.simulator.ledger import Ledger
 
 #: Seconds unfinished answers get when the server stops: nothing is worth waiting for.
@@ -162,11 +166,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--retry-after-ms", type=int, default=defaults.retry_after_ms)
     add("--embedding-dimensions", type=int, default=defaults.embedding_dimensions)
     add(
-        "--no-rate-headers",
-        dest="rate_headers",
-        action="store_false",
-        help="answer without x-ratelimit-* headers",
-    )
+        "--rate-headers", choices=RATE_HEADER_MODES, default="full",
+        help="x-ratelimit-* headers sent: limit and remaining (full), remaining"
+        " only (as APIM and gateways send) or none",
+    )  # fmt: skip
+    add(
+        "--no-rate-headers", dest="rate_headers", action="store_const",
+        const="none", help="the same as --rate-headers none",
+    )  # fmt: skip
+    add(
+        "--charge-factor", type=float, default=defaults.charge_factor,
+        help="charge each request this many times the client's estimate",
+    )  # fmt: skip
     add("--fault", action="append", default=[], type=_pair, metavar="KIND=RATE")
     _add_batch_args(parser, defaults)
     add(
@@ -216,6 +227,7 @@ def _config(args: argparse.Namespace) -> SimConfig:
         fault_rates=args.fault,
         slow_seconds=args.slow_seconds,
         rate_headers=args.rate_headers,
+        charge_factor=args.charge_factor,
         retry_after_ms=args.retry_after_ms,
         embedding_dimensions=args.embedding_dimensions,
         batch_deployments=None if batch_deployments is None else set(batch_deployments),
