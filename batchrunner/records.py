@@ -153,6 +153,8 @@ class RowResult:
     answer: Any = None
     #: ``"cache"`` or ``"duplicate"`` when the reply was reused, not paid for now.
     reused: str | None = None
+    #: The label of the deployment that answered (or last failed) the row.
+    deployment: str | None = None
 
 
 def answered(
@@ -199,6 +201,8 @@ def to_record(result: RowResult) -> dict[str, Any]:
         record["reused"] = result.reused
     record["latency_ms"] = result.latency_ms
     record["request_id"] = result.request_id
+    if result.deployment is not None:
+        record["deployment"] = result.deployment
     if result.error is not None:
         record["error"] = result.error.as_dict()
     if result.passthrough:
