@@ -1,4 +1,4 @@
-"""``deployments:``: entries read from the file or the environment, and every fault caught."""
+"""``deployments:``: entries from the file or the environment, every fault caught."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def test_a_bad_entry_is_named_with_its_fault(
     tmp_path: Path, entries: str, expected: str
 ) -> None:
     """Each fault names the entry (index and label) and what is wrong with it."""
-    with pytest.raises(ConfigError, match=None) as caught:
+    with pytest.raises(ConfigError) as caught:
         settings_from(tmp_path, f"deployments: {entries}\n")
     assert expected in str(caught.value)
     assert str(tmp_path / "config.yaml") in str(caught.value)
@@ -99,7 +99,7 @@ def test_a_bad_entry_is_named_with_its_fault(
 
 def test_bad_json_in_the_environment_is_a_config_error() -> None:
     """A BATCHRUNNER_DEPLOYMENTS that is not JSON says so and where."""
-    with pytest.raises(ConfigError, match="BATCHRUNNER_DEPLOYMENTS.*not valid JSON"):
+    with pytest.raises(ConfigError, match=r"BATCHRUNNER_DEPLOYMENTS.*not valid JSON"):
         build_settings({}, {"BATCHRUNNER_DEPLOYMENTS": "[{endpoint"}, None)
 
 

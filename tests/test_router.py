@@ -65,9 +65,7 @@ def route(r: Router, times: int, tokens: int = 100) -> Counter[str]:
 
 def test_shares_follow_the_quotas_by_default() -> None:
     """With budget to spare everywhere, a 3:1 quota gets a 3:1 share of requests."""
-    r, _ = router(
-        Lane("a", FakeBudget(tpm=90_000)), Lane("b", FakeBudget(tpm=30_000))
-    )
+    r, _ = router(Lane("a", FakeBudget(tpm=90_000)), Lane("b", FakeBudget(tpm=30_000)))
     assert route(r, 400) == {"a": 300, "b": 100}
 
 
@@ -119,7 +117,7 @@ def test_a_429_takes_a_deployment_out_for_the_time_asked() -> None:
 
 def test_the_row_avoids_the_deployment_that_just_failed_it() -> None:
     """A row's retry goes elsewhere, unless nothing else is usable."""
-    r, clock = router(Lane("a", FakeBudget()), Lane("b", FakeBudget()))
+    r, _ = router(Lane("a", FakeBudget()), Lane("b", FakeBudget()))
     assert {r.choose(1, avoid={"a"}) for _ in range(4)} == {"b"}
     r.throttled("b", 10.0)
     assert r.choose(1, avoid={"a"}) == "a"
@@ -203,3 +201,10 @@ def test_a_probe_out_means_waiting_for_its_answer() -> None:
     assert r.wait_seconds() is None
     r.released("a")
     assert r.wait_seconds() == 0.0
+
+
+def test_a_primary_still_learning_its_pace_is_waited_for_not_skipped() -> None:
+    """While the primary's first answer is awaited, the secondary is not used."""
+    primary = FakeBudget(soon=math.inf)
+    r, _ = router(Lane("p", primary), Lane("s", FakeBudget(tpm=1e6), priority=1))
+    assert r.choose(10) == "p"

@@ -139,6 +139,11 @@ class Router:
             ]
             if spare:
                 return _round_robin(spare)
+            tier = [s for s in states if s.lane.priority == priority]
+            if any(math.isinf(starts[id(s)]) for s in tier):
+                # Its pace is still unknown (its first answer is awaited), not
+                # spent: what that answer tells comes before a lower priority.
+                return min(tier, key=lambda s: starts[id(s)])
         # Every one is busy: the soonest, the higher priority on a tie.
         return min(states, key=lambda s: (starts[id(s)], s.lane.priority))
 
@@ -195,8 +200,7 @@ class Router:
     def can_take(self, avoid: Collection[str] = ()) -> bool:
         """Whether a deployment not in *avoid* is still in the run (now or later)."""
         return any(
-            s.dropped is None and name not in avoid
-            for name, s in self._states.items()
+            s.dropped is None and name not in avoid for name, s in self._states.items()
         )
 
     def wait_seconds(self) -> float | None:

@@ -1,0 +1,137 @@
+"""
+A run over several deployments (``deployments:``): one client and one pacer
+per entry, the router over them, and the pool that sends through it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+import anyio
+
+from batchrunner.azure.client import AzureCompleter
+from batchrunner.azure.credentials import Auth
+from batchrunner.config.settings import Settings, with_overrides
+from batchrunner.errors import ConfigError
+from batchrunner.records import RowResult
+from batchrunner.report.summary import RunStats
+from batchrunner.send.pacer import Pacer
+from batchrunner.send.pool import Pool
+from batchrunner.send.route import Route
+from batchrunner.send.router import Lane
+from batchrunner.send.routes import RouteTable
+from batchrunner.send.row import RowHooks, RowSender
+from batchrunner.send.stops import StopPolicy
+
+log = logging.getLogger("batchrunner")
+
+#: Settings the entries replace, as the user knows them.
+_REPLACED = {
+    "endpoint": "AZURE_OPENAI_ENDPOINT",
+    "deployment": "AZURE_OPENAI_DEPLOYMENT/--deployment",
+    "tpm": "--tpm",
+    "rpm": "--rpm",
+}
+
+
+def for_deployments(settings: Settings) -> Settings:
+    """
+    *settings* ready for a run over its ``deployments:``: the single-deployment
+    settings it replaces are said to be unused, and the model (for token counts
+    and prices) is guessed from the first entry when not set.
+    """
+    if settings.simulate:
+        msg = (
+            "--simulate runs one simulated deployment and cannot stand in for"
+            " 'deployments:'; leave one of them out (several simulators can be run"
+            " with: python -m batchrunner.simulator --port N)"
+        )
+        raise ConfigError(msg)
+    unused = [
+        shown
+        for name, shown in _REPLACED.items()
+        if getattr(settings, name) is not None
+    ]
+    if unused:
+        log.info(
+            "%d deployments are set: %s not used (each entry has its own)",
+            len(settings.deployments),
+            ", ".join(unused),
+            extra={"event": "deployments", "unused": unused},
+        )
+    changes: dict[str, object] = {"endpoint": None, "deployment": None}
+    changes.update(tpm=None, rpm=None)
+    if settings.model is None:
+        changes["model"] = settings.deployments[0].deployment
+    return with_overrides(settings, **changes)
+
+
+def total_tpm(settings: Settings) -> int | None:
+    """The summed token quota of the entries, when every one gives it."""
+    quotas = [entry.tpm for entry in settings.deployments]
+    if not quotas or None in quotas:
+        return settings.tpm
+    return sum(q for q in quotas if q is not None)
+
+
+def deployment_routes(
+    settings: Settings,
+    auths: Mapping[str, Auth],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+) -> tuple[list[Route], list[Lane]]:
+    """One route (its client, its own pacer) and one router lane per entry."""
+    routes: list[Route] = []
+    lanes: list[Lane] = []
+    for entry in settings.deployments:
+        auth = auths[entry.name]
+        client = AzureCompleter(
+            settings,
+            endpoint=entry.endpoint,
+            api_key=auth.api_key,
+            token_provider=auth.token_provider,
+            deployment=entry.deployment,
+        )
+        pacer = Pacer(entry.rpm, entry.tpm, clock=clock, sleep=sleep)
+        route = Route(client, pacer, entry.name, on_unauthorized=auth.on_unauthorized)
+        routes.append(route)
+        lanes.append(Lane(entry.name, pacer, entry.priority, entry.weight))
+    return routes, lanes
+
+
+def multi_pool(
+    routes: Sequence[Route],
+    lanes: Sequence[Lane],
+    settings: Settings,
+    *,
+    write: Callable[[Sequence[RowResult]], None],
+    stats: RunStats,
+    on_progress: Callable[[RunStats], None] | None = None,
+    hooks: RowHooks | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+) -> Pool:
+    """The online pool over *routes*, each request routed by the router."""
+    if stats.price_for is None:
+        stats.price_for = settings.price_for
+    control = StopPolicy(settings.stops)
+    retries = settings.retries
+    table = RouteTable(
+        routes, control, lanes=lanes, max_retry_wait=retries.max_retry_wait, clock=clock
+    )
+    sender = RowSender(
+        table, retries, control, stats, hooks=hooks, sleep=sleep, clock=clock
+    )
+    return Pool(
+        sender,
+        control,
+        concurrency=settings.concurrency,
+        write=write,
+        stats=stats,
+        on_progress=on_progress,
+        sleep=sleep,
+        clock=clock,
+    )
