@@ -158,11 +158,16 @@ class RowResult:
 
 
 def answered(
-    request: Request, reply: Reply, attempts: int, reused: str | None = None
+    request: Request,
+    reply: Reply,
+    attempts: int,
+    reused: str | None = None,
+    deployment: str | None = None,
 ) -> RowResult:
     """
-    The ok result of *request*: answered after *attempts* requests, or *reused*
-    (``"cache"`` / ``"duplicate"``): no request, so no attempts and no latency.
+    The ok result of *request*: answered (by *deployment*) after *attempts*
+    requests, or *reused* (``"cache"`` / ``"duplicate"``): no request, so no
+    attempts and no latency.
     """
     return RowResult(
         id=request.row_id,
@@ -174,6 +179,7 @@ def answered(
         request_id=reply.request_id,
         passthrough=request.passthrough,
         reused=reused,
+        deployment=deployment,
     )
 
 

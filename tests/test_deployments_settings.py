@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from batchrunner.cli import run
 from batchrunner.config.settings import build_settings
 from batchrunner.errors import ConfigError
+from batchrunner.simulator import SimulatorServer
 
 KEY = "sk-west-0123456789abcdef-SECRET"
 
@@ -104,9 +106,14 @@ def test_bad_json_in_the_environment_is_a_config_error() -> None:
 
 
 def test_a_bad_entry_exits_2_before_anything_is_sent(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], simulator
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    simulator: SimulatorServer,
 ) -> None:
     """The command stops with exit 2 and one line; the simulator received nothing."""
+    # A run earlier in this process leaves its log handler on a closed stderr.
+    monkeypatch.setattr(logging.getLogger("batchrunner"), "handlers", [])
     source = tmp_path / "job.jsonl"
     source.write_text('{"id": "1", "prompt": "hi"}\n')
     (tmp_path / "config.yaml").write_text(

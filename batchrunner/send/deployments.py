@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 import anyio
 
@@ -61,19 +61,22 @@ def for_deployments(settings: Settings) -> Settings:
             ", ".join(unused),
             extra={"event": "deployments", "unused": unused},
         )
+    # The run's budget is the entries' sum, when every one gives its quota
+    # (for --dry-run's duration and the progress display).
     changes: dict[str, object] = {"endpoint": None, "deployment": None}
-    changes.update(tpm=None, rpm=None)
+    changes.update(tpm=_total(e.tpm for e in settings.deployments))
+    changes.update(rpm=_total(e.rpm for e in settings.deployments))
     if settings.model is None:
         changes["model"] = settings.deployments[0].deployment
     return with_overrides(settings, **changes)
 
 
-def total_tpm(settings: Settings) -> int | None:
-    """The summed token quota of the entries, when every one gives it."""
-    quotas = [entry.tpm for entry in settings.deployments]
-    if not quotas or None in quotas:
-        return settings.tpm
-    return sum(q for q in quotas if q is not None)
+def _total(quotas: Iterable[int | None]) -> int | None:
+    """The sum of *quotas*, or None when one of them is unknown."""
+    known = list(quotas)
+    if None in known:
+        return None
+    return sum(q for q in known if q is not None)
 
 
 def deployment_routes(

@@ -55,6 +55,8 @@ class RouteTable:
         given = {lane.name: lane for lane in lanes}
         chosen = [given.get(r.label) or Lane(r.label, r.pacer) for r in routes]
         self.router = Router(chosen, clock) if len(routes) > 1 else None
+        #: The one route, when there is no choice to make.
+        self.only = routes[0] if len(routes) == 1 else None
         self._changed: anyio.Event | None = None
         control.on_stop.append(self._notify)
 
