@@ -23,7 +23,8 @@ class FakeBudget:
 
     soon: float = 0.0
     rpm: float | None = None
-    tpm: float | None = None
+    #: Fast enough that a few requests waiting make no difference.
+    tpm: float | None = 6e6
 
     def ready_in(self) -> float:
         """As set by the test."""
@@ -100,10 +101,20 @@ def test_requests_waiting_at_a_pacer_count_against_it() -> None:
 def test_unknown_pace_with_a_queue_is_not_joined() -> None:
     """A deployment still probing its limits gets no queue while another can send."""
     learning = FakeBudget(soon=0.0)
-    r, _ = router(Lane("learning", learning), Lane("known", FakeBudget(tpm=1000)))
+    r, _ = router(Lane("learning", learning), Lane("known", FakeBudget()))
     assert r.choose(10) == "learning"  # the probe
     learning.soon = math.inf
     assert {r.choose(10) for _ in range(5)} == {"known"}
+
+
+def test_while_every_one_learns_its_pace_requests_wait_for_an_answer() -> None:
+    """No request is queued behind a probe: the choice waits for its answer."""
+    a, b = FakeBudget(soon=math.inf), FakeBudget(soon=math.inf)
+    r, _ = router(Lane("a", a), Lane("b", b))
+    assert r.choose(10) is None
+    assert r.wait_seconds() is None  # an answer, not the clock, ends this wait
+    b.soon = 0.0
+    assert r.choose(10) == "b"
 
 
 def test_a_429_takes_a_deployment_out_for_the_time_asked() -> None:
@@ -207,4 +218,6 @@ def test_a_primary_still_learning_its_pace_is_waited_for_not_skipped() -> None:
     """While the primary's first answer is awaited, the secondary is not used."""
     primary = FakeBudget(soon=math.inf)
     r, _ = router(Lane("p", primary), Lane("s", FakeBudget(tpm=1e6), priority=1))
+    assert r.choose(10) is None
+    primary.soon = 0.0
     assert r.choose(10) == "p"

@@ -105,45 +105,48 @@ class Router:
     lanes: Sequence[Lane]
     clock: Callable[[], float] = time.monotonic
     _states: dict[str, _State] = field(init=False)
+    _awaiting_answer: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self._states = {lane.name: _State(lane) for lane in self.lanes}
+        #: The last choice was put off until a deployment learning its pace answers.
+        self._awaiting_answer = False
 
     # --- choosing --------------------------------------------------------------
 
     def choose(self, tokens: int, avoid: Collection[str] = ()) -> str | None:
         """
         The deployment for a request of *tokens*, booked as waiting there; None
-        when every one is out. Deployments in *avoid* (they just failed this
-        row) are used only when no other one is usable.
+        when every one is out, or when the one to use is still learning its
+        pace (its first answer, due soon, tells how much it takes). Deployments
+        in *avoid* (they just failed this row) are used only when no other one
+        is usable.
         """
         now = self.clock()
         usable = [s for s in self._states.values() if s.usable(now)]
         preferred = [s for s in usable if s.lane.name not in avoid] or usable
-        if not preferred:
+        chosen = self._pick(preferred, tokens) if preferred else None
+        self._awaiting_answer = chosen is None and bool(preferred)
+        if chosen is None:
             return None
-        chosen = self._pick(preferred, tokens)
         chosen.waiting += 1
         chosen.waiting_tokens += tokens
         if chosen.open_until is not None:
             chosen.probing = True  # half open: this request is the probe
         return chosen.lane.name
 
-    def _pick(self, states: list[_State], tokens: int) -> _State:
+    def _pick(self, states: list[_State], tokens: int) -> _State | None:
         starts = {id(s): _expected_start(s, tokens) for s in states}
         for priority in sorted({s.lane.priority for s in states}):
-            spare = [
-                s
-                for s in states
-                if s.lane.priority == priority and starts[id(s)] <= SPARE_SECONDS
-            ]
+            tier = [s for s in states if s.lane.priority == priority]
+            spare = [s for s in tier if starts[id(s)] <= SPARE_SECONDS]
             if spare:
                 return _round_robin(spare)
-            tier = [s for s in states if s.lane.priority == priority]
             if any(math.isinf(starts[id(s)]) for s in tier):
-                # Its pace is still unknown (its first answer is awaited), not
-                # spent: what that answer tells comes before a lower priority.
-                return min(tier, key=lambda s: starts[id(s)])
+                # A pace still unknown is not a budget spent: a request queued
+                # there now could wait behind any number, and a lower priority
+                # is not due. Its first answer comes soon and tells.
+                return None
         # Every one is busy: the soonest, the higher priority on a tie.
         return min(states, key=lambda s: (starts[id(s)], s.lane.priority))
 
@@ -209,6 +212,8 @@ class Router:
         now, None when none will by the clock alone (an answer must come first).
         """
         now = self.clock()
+        if self._awaiting_answer:
+            return None
         if any(s.usable(now) for s in self._states.values()):
             return 0.0
         times = [t for s in self._states.values() if (t := s.comes_back_at())]
