@@ -58,6 +58,10 @@ class RouteTable:
         #: The one route, when there is no choice to make.
         self.only = routes[0] if len(routes) == 1 else None
         self._changed: anyio.Event | None = None
+        # The waits of requests at each deployment's pacer, to end when it goes out.
+        self._queued: dict[str, set[anyio.CancelScope]] = {
+            r.label: set() for r in routes
+        }
         control.on_stop.append(self._notify)
 
     @property
@@ -102,6 +106,30 @@ class RouteTable:
                 await self._changed.wait()
         return None
 
+    async def acquire(self, route: Route, tokens: int) -> bool:
+        """
+        Wait for *route*'s pacer to let a request of *tokens* go: True, or False
+        when the deployment went out meanwhile (the request picks again rather
+        than wait at a pacer whose deployment cannot answer it).
+        """
+        if self.router is None:
+            await route.pacer.acquire(tokens)
+            return True
+        queued = self._queued[route.label]
+        with anyio.CancelScope() as scope:
+            queued.add(scope)
+            try:
+                await route.pacer.acquire(tokens)
+            finally:
+                queued.discard(scope)
+        return not scope.cancelled_caught
+
+    def _send_elsewhere(self, label: str) -> None:
+        """The requests waiting at *label*'s pacer choose again."""
+        for scope in self._queued[label]:
+            scope.cancel()
+        self._queued[label].clear()
+
     def sent(self, route: Route, tokens: int) -> None:
         """*route*'s pacer let a request of *tokens* go (or it gave up waiting)."""
         if self.router is not None:
@@ -133,6 +161,7 @@ class RouteTable:
             if failure.status_code == 429:
                 wait = failure.retry_after or 1.0
                 router.throttled(label, wait)
+                self._send_elsewhere(label)
                 if wait > self.max_retry_wait:
                     log.warning(
                         "deployment %s asked to wait %.0f s: its quota is"
@@ -146,6 +175,7 @@ class RouteTable:
                 return self._drop(label, failure)
             if is_fault(failure):
                 if router.faulted(label):
+                    self._send_elsewhere(label)
                     log.warning(
                         "deployment %s is out after %s: trying it again later",
                         label,
@@ -163,6 +193,7 @@ class RouteTable:
         router = self.router
         assert router is not None
         dropped = router.refused(label, failure.status_code or 0, failure.message)
+        self._send_elsewhere(label)
         if dropped is not None:
             log.warning(
                 "deployment %s dropped for this run: %s (%s)",
