@@ -197,7 +197,8 @@ def _print(outcomes: list[Outcome]) -> None:
         share = o.throttled / o.requests if o.requests else 0
         limits = "+".join(f"{t // 1000}k" for t in o.limits)
         by = " ".join(
-            f"{k}:{v['rows_ok']}" for k, v in sorted(o.summary["deployments"].items())
+            f"{k}:{v['rows_ok']}" + (f"/{v['throttled']}×429" if v["throttled"] else "")
+            for k, v in sorted(o.summary["deployments"].items())
         )
         print(f"{o.name:11}{limits:>24}{o.rows:6}{o.summary['rows_failed']:7}"
               f"{o.wall:8.1f}{physical:8.1f}{used:9.1%}{o.throttled:6}{share:7.1%}"
