@@ -144,3 +144,26 @@ def test_show_config_lists_entries_with_keys_masked(
     line = next(x for x in out.splitlines() if x.startswith("deployments"))
     assert "west.example/d" in line and "WEST_KEY" in line and '"***"' in line
     assert KEY not in out
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"), [("--simulate", "--simulate"), ("--mode=batch", "--mode")]
+)
+def test_one_deployment_modes_refuse_several_before_sending(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    simulator: SimulatorServer,
+    flag: str,
+    expected: str,
+) -> None:
+    """--simulate and --mode batch take one deployment: with several, exit 2 at once."""
+    monkeypatch.setattr(logging.getLogger("batchrunner"), "handlers", [])
+    source = tmp_path / "job.jsonl"
+    source.write_text('{"id": "1", "prompt": "hi"}\n')
+    (tmp_path / "config.yaml").write_text(
+        f"deployments:\n  - {{endpoint: {simulator.url}, deployment: gpt-4o-mini}}\n"
+    )
+    assert run([str(source), flag]) == 2
+    assert expected in capsys.readouterr().err
+    assert simulator.ledger.count() == 0

@@ -298,3 +298,23 @@ def test_progress_events_and_csv_results_name_the_deployments(
     with out.open(newline="") as f:
         column = Counter(row["deployment"] for row in csv.DictReader(f))
     assert column == {"a": a.ledger.count(200), "b": b.ledger.count(200)}
+
+
+def test_the_single_deployment_settings_are_not_used_and_a_line_says_so(
+    servers: Callable[..., SimulatorServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With deployments set, AZURE_OPENAI_ENDPOINT and --deployment get nothing."""
+    a = servers("a")
+    elsewhere = servers("b")
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", elsewhere.url)
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", KEYS["b"])
+    source = job(tmp_path, 10, entry("a", a))
+    argv = [str(source), "--deployment", "other", "--log-format", "text"]
+    assert run(argv) == 0
+    assert elsewhere.ledger.count() == 0 and a.ledger.count(200) == 10
+    err = capsys.readouterr().err
+    assert "AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_DEPLOYMENT/--deployment" in err
+    assert "not used" in err

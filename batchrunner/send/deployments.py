@@ -49,6 +49,13 @@ def for_deployments(settings: Settings) -> Settings:
             " with: python -m batchrunner.simulator --port N)"
         )
         raise ConfigError(msg)
+    if settings.mode == "batch":
+        msg = (
+            "--mode batch sends to one Global-Batch deployment and cannot use"
+            " 'deployments:'; give that deployment alone (--deployment and"
+            " AZURE_OPENAI_ENDPOINT), or leave --mode batch out"
+        )
+        raise ConfigError(msg)
     unused = [
         shown
         for name, shown in _REPLACED.items()
