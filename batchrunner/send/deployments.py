@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 
 import anyio
 
 from batchrunner.azure.client import AzureCompleter
 from batchrunner.azure.credentials import Auth
+from batchrunner.config.prices import answer_price
 from batchrunner.config.settings import Settings, with_overrides
 from batchrunner.errors import ConfigError
 from batchrunner.records import RowResult
@@ -123,11 +125,12 @@ def multi_pool(
     hooks: RowHooks | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    deadline_from: float | None = None,
 ) -> Pool:
     """The online pool over *routes*, each request routed by the router."""
     if stats.price_for is None:
-        stats.price_for = settings.price_for
-    control = StopPolicy(settings.stops)
+        stats.price_for = partial(answer_price, settings)
+    control = StopPolicy(settings.stops, deadline_from=deadline_from)
     retries = settings.retries
     table = RouteTable(
         routes, control, lanes=lanes, max_retry_wait=retries.max_retry_wait, clock=clock

@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection, Sequence
 import anyio
 
 from batchrunner.errors import ApiFailure, AuthError, GaveUp, Resumable
+from batchrunner.send.pacer import Turn
 from batchrunner.send.route import Route
 from batchrunner.send.router import DROP_STATUSES, Lane, Router
 from batchrunner.send.stops import StopPolicy
@@ -106,23 +107,23 @@ class RouteTable:
                 await self._changed.wait()
         return None
 
-    async def acquire(self, route: Route, tokens: int) -> bool:
+    async def acquire(self, route: Route, tokens: int) -> Turn | None:
         """
-        Wait for *route*'s pacer to let a request of *tokens* go: True, or False
-        when the deployment went out meanwhile (the request picks again rather
-        than wait at a pacer whose deployment cannot answer it).
+        Wait for *route*'s pacer to let a request of *tokens* go: its turn, or
+        None when the deployment went out meanwhile (the request picks again
+        rather than wait at a pacer whose deployment cannot answer it).
         """
         if self.router is None:
-            await route.pacer.acquire(tokens)
-            return True
+            return await route.pacer.acquire(tokens)
+        turn: Turn | None = None
         queued = self._queued[route.label]
         with anyio.CancelScope() as scope:
             queued.add(scope)
             try:
-                await route.pacer.acquire(tokens)
+                turn = await route.pacer.acquire(tokens)
             finally:
                 queued.discard(scope)
-        return not scope.cancelled_caught
+        return turn
 
     def _send_elsewhere(self, label: str) -> None:
         """The requests waiting at *label*'s pacer choose again."""

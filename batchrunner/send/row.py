@@ -240,7 +240,8 @@ class RowSender:
                     wait = failure.retry_after or 1.0
                     # This deployment only slows down; one out for longer than
                     # a retry may wait is the router's alone to hold back.
-                    if failure.status_code == 429 and wait <= self.retries.max_retry_wait:
+                    most = self.retries.max_retry_wait
+                    if failure.status_code == 429 and wait <= most:
                         pacer.throttled(wait, sent_at, request.charged_tokens)
                     raise _Rerouted from failure
                 self._on_failure(failure, sent_at, request.charged_tokens, route)
