@@ -11,7 +11,8 @@ at the summed limits. Runs:
 
 - given-N:   N deployments, each entry giving its tpm;
 - learned-N: N deployments, no tpm given: each pacer learns its own from the
-             deployment's headers;
+             deployment's headers (limit and remaining);
+- remaining-N: the same against deployments that send remaining-* only;
 - kill-4:    4 deployments with their tpm given; one (20k TPM) is killed once
              30% of the rows are done. Its rows must go to the others (0 rows
              failed) and the wall time stay near the survivors' physical limit.
@@ -70,10 +71,11 @@ class Deployment:
 
 
 @contextmanager
-def deployment(name: str, tpm: int) -> Iterator[Deployment]:
-    """A simulator process with its own key and *tpm* limit."""
+def deployment(name: str, tpm: int, headers: str = "full") -> Iterator[Deployment]:
+    """A simulator process with its own key, *tpm* limit and rate *headers*."""
     key = f"bench-key-{name}"
     args = ["--tpm", str(tpm), "--window", "10", "--latency", "0.2"]
+    args += ["--rate-headers", headers]
     proc = subprocess.Popen(
         [sys.executable, "-m", "batchrunner.simulator", "--port", "0",
          "--api-key", key, *args],
@@ -144,17 +146,18 @@ def _watch_and_kill(
 def _one(name: str, seconds: float, tmp: Path) -> Outcome:
     kind, count = name.split("-")
     limits = LIMITS[int(count)]
+    headers = "remaining" if kind == "remaining" else "full"
     rows = round(sum(limits) * seconds / 60 / ROW_TOKENS)
     source = write_input(tmp / f"{name}.jsonl", rows, words=45)
     with ExitStack() as stack:
         deployments = [
-            stack.enter_context(deployment(f"d{i}", tpm))
+            stack.enter_context(deployment(f"d{i}", tpm, headers))
             for i, tpm in enumerate(limits)
         ]
         entries = [
             {"name": d.name, "endpoint": d.url, "deployment": "gpt-4o-mini",
              "api_key_env": f"BENCH_KEY_{d.name.upper()}",
-             **({"tpm": d.tpm} if kind != "learned" else {})}
+             **({"tpm": d.tpm} if kind in ("given", "kill") else {})}
             for d in deployments
         ]  # fmt: skip
         config = tmp / f"{name}.yaml"
@@ -215,7 +218,10 @@ def _print(outcomes: list[Outcome]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--runs", default="given-2,given-4,learned-2,learned-4,kill-4")
+    parser.add_argument(
+        "--runs",
+        default="given-2,given-4,learned-2,learned-4,remaining-2,remaining-4,kill-4",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
