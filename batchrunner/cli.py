@@ -73,6 +73,8 @@ def run(argv: Sequence[str] | None = None, *, started: float | None = None) -> i
         config = find_config(args.config, Path.cwd())
         settings = build_settings(flags_from(args), env, config)
         redactor.add(settings.api_key)
+        for entry in settings.deployments:
+            redactor.add(entry.api_key)
         json_lines = wants_json(settings.log_format, sys.stderr)
         configure_logging(
             json_lines=json_lines, verbosity=settings.verbosity, redactor=redactor

@@ -146,6 +146,10 @@ def run_job(
     with open_source(input_arg, account=account, environ=environ) as source:
         checker = checker_for(settings)  # a bad schema fails before the input is read
         found = _validate(source, settings, input_arg)
+        if settings.deployments:
+            from batchrunner.send.deployments import for_deployments
+
+            settings = for_deployments(settings)
         if settings.dry_run:
             dry, done, shown = recorded_done(input_arg, settings, plan, environ)
             return _dry_run(source, dry, done, shown)
@@ -384,9 +388,15 @@ async def _run_pool(
     hooks: RunHooks | None,
     started: float,
 ) -> StopPolicy:
-    from batchrunner.azure.credentials import open_auth
+    from batchrunner.azure.credentials import open_auth, open_deployment_auths
 
     # Fetched tokens join the redactor as they come (the first one before any row).
+    if settings.deployments:
+        async with open_deployment_auths(settings, on_secret=redactor.add) as auths:
+            return await _run_pool_with(
+                auths, settings, requests, output, stats, redactor, json_lines,
+                hooks, started,
+            )  # fmt: skip
     async with open_auth(settings, on_secret=redactor.add) as auth:
         return await _run_pool_with(
             auth,
@@ -402,7 +412,7 @@ async def _run_pool(
 
 
 async def _run_pool_with(
-    auth: Auth,
+    auth: Auth | dict[str, Auth],
     settings: Settings,
     requests: Iterator[Request],
     output: Output,
@@ -412,18 +422,13 @@ async def _run_pool_with(
     hooks: RunHooks | None,
     started: float,
 ) -> StopPolicy:
-    from batchrunner.azure.client import AzureCompleter
+    from batchrunner.azure.client import AzureCompleter, Completer
+    from batchrunner.send.deployments import deployment_routes, multi_pool
     from batchrunner.send.pool import online_pool
 
-    for secret in auth.secrets:
+    auths = auth if isinstance(auth, dict) else {"": auth}
+    for secret in (s for one in auths.values() for s in one.secrets):
         redactor.add(secret)
-    assert settings.endpoint
-    completer = AzureCompleter(
-        settings,
-        endpoint=settings.endpoint,
-        api_key=auth.api_key,
-        token_provider=auth.token_provider,
-    )
     checker = hooks.checker if hooks is not None else None
     sink = open_sink(output.path, checker.columns if checker is not None else ())
     output.sync()  # opening may have cut off a torn tail
@@ -435,24 +440,44 @@ async def _run_pool_with(
         tpm=settings.tpm,
         interval=settings.progress_interval,
     )
-    sender: Sender = online_pool(
-        completer,
-        settings,
-        write=_writer_for(sink, output, rows),
-        stats=stats,
-        on_progress=progress.update,
-        on_unauthorized=auth.on_unauthorized,
-        hooks=hooks,
-        # Loading the SDKs, fetching a token and reading earlier results all
-        # come out of the deadline: it counts from the process's start.
-        deadline_from=started,
-    )
+    write = _writer_for(sink, output, rows)
+    sender: Sender
+    clients: list[Completer]
+    if isinstance(auth, dict):
+        routes, lanes = deployment_routes(settings, auth)
+        clients = [route.client for route in routes]
+        sender = multi_pool(
+            routes, lanes, settings, write=write, stats=stats,
+            on_progress=progress.update, hooks=hooks, deadline_from=started,
+        )  # fmt: skip
+    else:
+        assert settings.endpoint
+        completer = AzureCompleter(
+            settings,
+            endpoint=settings.endpoint,
+            api_key=auth.api_key,
+            token_provider=auth.token_provider,
+        )
+        clients = [completer]
+        sender = online_pool(
+            completer,
+            settings,
+            write=write,
+            stats=stats,
+            on_progress=progress.update,
+            on_unauthorized=auth.on_unauthorized,
+            hooks=hooks,
+            # Loading the SDKs, fetching a token and reading earlier results all
+            # come out of the deadline: it counts from the process's start.
+            deadline_from=started,
+        )
     try:
         return await sender.run(rows.watch(requests))
     finally:
         progress.close()
         sink.close()
-        await completer.aclose()
+        for client in clients:
+            await client.aclose()
 
 
 def _writer_for(

@@ -153,14 +153,21 @@ class RowResult:
     answer: Any = None
     #: ``"cache"`` or ``"duplicate"`` when the reply was reused, not paid for now.
     reused: str | None = None
+    #: The label of the deployment that answered (or last failed) the row.
+    deployment: str | None = None
 
 
 def answered(
-    request: Request, reply: Reply, attempts: int, reused: str | None = None
+    request: Request,
+    reply: Reply,
+    attempts: int,
+    reused: str | None = None,
+    deployment: str | None = None,
 ) -> RowResult:
     """
-    The ok result of *request*: answered after *attempts* requests, or *reused*
-    (``"cache"`` / ``"duplicate"``): no request, so no attempts and no latency.
+    The ok result of *request*: answered (by *deployment*) after *attempts*
+    requests, or *reused* (``"cache"`` / ``"duplicate"``): no request, so no
+    attempts and no latency.
     """
     return RowResult(
         id=request.row_id,
@@ -172,6 +179,7 @@ def answered(
         request_id=reply.request_id,
         passthrough=request.passthrough,
         reused=reused,
+        deployment=deployment,
     )
 
 
@@ -199,6 +207,8 @@ def to_record(result: RowResult) -> dict[str, Any]:
         record["reused"] = result.reused
     record["latency_ms"] = result.latency_ms
     record["request_id"] = result.request_id
+    if result.deployment is not None:
+        record["deployment"] = result.deployment
     if result.error is not None:
         record["error"] = result.error.as_dict()
     if result.passthrough:

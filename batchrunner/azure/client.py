@@ -70,9 +70,11 @@ class AzureCompleter:
         endpoint: str,
         api_key: str | None = None,
         token_provider: TokenProvider | None = None,
+        deployment: str | None = None,
     ) -> None:
-        assert settings.deployment
-        self.deployment = settings.deployment
+        # One entry of ``deployments:`` names its own; else the run's.
+        self.deployment = deployment or settings.deployment
+        assert self.deployment
         install_url_cache()
         timeout = httpx2.Timeout(settings.timeout, connect=min(settings.timeout, 10.0))
         self._http = http_client(settings, timeout)

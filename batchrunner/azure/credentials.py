@@ -128,6 +128,33 @@ async def open_auth(
         raise AuthError(f"{exc}\n{HINTS}") from None
 
 
+@asynccontextmanager
+async def open_deployment_auths(
+    settings: Settings,
+    *,
+    on_secret: Callable[[str], None] | None = None,
+) -> AsyncIterator[dict[str, Auth]]:
+    """
+    Each entry of ``deployments:`` → its ``Auth``: its own key (``api_key_env``),
+    else the run's auth, opened once and shared. Entra ID tokens come from one
+    token cache per (scope, tenant); entries have no scope or tenant of their own,
+    so every entry signed in with Entra ID shares the run's one cache (and its
+    one fetch). The run's auth is not opened when every entry has a key.
+    """
+    keyed = {
+        entry.name: Auth(api_key=entry.api_key, secrets=[entry.api_key])
+        for entry in settings.deployments
+        if entry.api_key
+    }
+    if len(keyed) == len(settings.deployments):
+        yield keyed
+        return
+    async with open_auth(settings, on_secret=on_secret) as shared:
+        auths = {entry.name: keyed.get(entry.name, shared)
+                 for entry in settings.deployments}  # fmt: skip
+        yield auths
+
+
 def _effective_kind(settings: Settings) -> str:
     """``api_key``, ``ad_token`` or an Entra ID kind; ``auto`` resolved."""
     if settings.simulate:

@@ -17,6 +17,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from batchrunner.config.deployments import (
+    ENVIRONMENT_VARIABLE as DEPLOYMENTS_VARIABLE,
+)
+from batchrunner.config.deployments import (
+    Deployment,
+    parse_deployments,
+)
 from batchrunner.config.groups import PacingSettings, RetrySettings, StopSettings
 from batchrunner.config.values import (
     FailureLimit,
@@ -204,6 +211,9 @@ class Settings:
     batch_prices: Mapping[str, tuple[float, float]] = field(
         default_factory=lambda: dict(DEFAULT_BATCH_PRICES)
     )
+    #: Several deployments used as one (``deployments:``); when set, ``endpoint``
+    #: and ``deployment`` are not used.
+    deployments: tuple[Deployment, ...] = ()
     #: Where each value came from: ``flag``, ``env NAME``, ``file PATH``, ``default``.
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -226,6 +236,8 @@ class Settings:
                 value = str(value)
             elif isinstance(value, Mapping):
                 value = dict(value)
+            elif name == "deployments":
+                value = [entry.shown() for entry in value] or None
             shown[name] = value
         return shown
 
@@ -628,6 +640,9 @@ def build_settings(
     sources.pop("sources", None)
     _section_sources(file_data, str(config_path), sources)
     _apply_input_scalars(values)
+    if "deployments" in values:
+        where = sources["deployments"].split(" ", 1)[-1]
+        values["deployments"] = parse_deployments(values["deployments"], where, environ)
     return Settings(**values, sources=sources)
 
 
@@ -671,10 +686,12 @@ def _file_layer(data: dict[str, Any], path: str) -> Layer:
             online, batch = _prices(raw, path)
             layer[key] = (online, source)
             layer["batch_prices"] = (batch, source)
+        elif key == "deployments":  # parsed with the environment's keys, later
+            layer[key] = (raw, source)
         elif key in SCALARS:
             layer[key] = (_parse_scalar(key, raw, path), source)
         else:
-            raise _unknown_key_error(key, path, [*SCALARS, *SECTIONS])
+            raise _unknown_key_error(key, path, [*SCALARS, *SECTIONS, "deployments"])
     return layer
 
 
@@ -688,6 +705,9 @@ def _environment_layer(environ: Mapping[str, str]) -> Layer:
         var = f"BATCHRUNNER_{key.upper()}"
         if environ.get(var):
             layer[f"input.{key}"] = (parse(environ[var]), f"env {var}")
+    if environ.get(DEPLOYMENTS_VARIABLE):
+        var = DEPLOYMENTS_VARIABLE
+        layer["deployments"] = (environ[var], f"env {var}")
     # The SDK's own variables win over ours when both are set, as the SDK reads them.
     for key, var in SDK_ENVIRONMENT.items():
         if environ.get(var):
@@ -734,6 +754,8 @@ def find_config(explicit: str | None, cwd: Path) -> Path | None:
 
 def check_ready_to_send(settings: Settings) -> None:
     """Fail with a clear message when something needed to send a request is missing."""
+    if settings.deployments:
+        return  # every entry was checked as it was read
     if not settings.deployment:
         msg = (
             "no deployment given: pass --deployment NAME, set AZURE_OPENAI_DEPLOYMENT,"

@@ -141,6 +141,7 @@ class ProgressDisplay:
             counts += f" · [red]failed {stats.rows_failed}[/]"
         if stats.rows_cached or stats.rows_shared:
             counts += f" · reused {stats.rows_cached + stats.rows_shared}"
+        counts += _deployments_text(stats)
         self._bar.update(
             self._task,
             completed=figures["rows_done"],
@@ -207,7 +208,19 @@ def progress_figures(
         "elapsed_seconds": round(elapsed, 1),
         "eta_seconds": round(left / rate, 1) if rate > 0 else None,
         **({} if stats.batches is None else {"batches": dict(stats.batches)}),
+        "deployments": stats.deployments_dict(),
     }
+
+
+def _deployments_text(stats: RunStats) -> str:
+    """Rows, 429s and errors of each deployment, when there are several."""
+    if len(stats.by_deployment) < 2:
+        return ""
+    parts = [
+        f"{name} {share.rows_ok:,} ok {share.throttled} 429s {share.errors} err"
+        for name, share in stats.by_deployment.items()
+    ]
+    return " · " + " · ".join(parts)
 
 
 def _tokens_text(per_minute: int, budget: int | None) -> str:
@@ -240,6 +253,9 @@ def summary_table(summary: dict[str, Any]) -> Table:
     if batches is not None:
         shown = ", ".join(f"{batches[k]:,} {k}" for k in BATCH_COUNTS)
         table.add_row("batches", shown)
+    deployments = summary.get("deployments") or {}
+    for name, share in deployments.items() if len(deployments) > 1 else ():
+        table.add_row(f"deployment {name}", _share_text(share))
     if summary.get("stopped"):
         table.add_row("stopped", summary["stopped"])
     return table
@@ -279,6 +295,14 @@ def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         ("latency p50 / p95", f"{_ms(latency['p50'])} / {_ms(latency['p95'])}"),
     ]
+
+
+def _share_text(share: dict[str, Any]) -> str:
+    return (
+        f"{share['rows_ok']:,} ok / {share['rows_failed']:,} failed · requests"
+        f" {share['requests']:,} · 429s {share['throttled']:,} · errors"
+        f" {share['errors']:,} · tokens {share['tokens']['total']:,}"
+    )
 
 
 def _ms(value: int | None) -> str:

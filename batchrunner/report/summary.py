@@ -33,6 +33,36 @@ def error_kind(status_code: int | None, code: str | None, type_: str) -> str:
 
 
 @dataclass
+class DeploymentStats:
+    """One deployment's share of a run: its rows, requests, tokens and failures."""
+
+    rows_ok: int = 0
+    rows_failed: int = 0
+    requests: int = 0
+    throttled: int = 0
+    #: Requests that failed other than by a 429 (5xx, resets, timeouts, 4xx).
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The deployment's entry in the summary and in progress events."""
+        return {
+            "rows_ok": self.rows_ok,
+            "rows_failed": self.rows_failed,
+            "requests": self.requests,
+            "throttled": self.throttled,
+            "errors": self.errors,
+            "tokens": {
+                "prompt": self.prompt_tokens,
+                "completion": self.completion_tokens,
+                "total": self.total_tokens,
+            },
+        }
+
+
+@dataclass
 class RunStats:
     """Counters of one run; the pool feeds them, the summary reads them."""
 
@@ -69,6 +99,8 @@ class RunStats:
     #: ended (``completed``, ``expired``, ``failed``, ``cancelled``), and
     #: ``running`` now. None online.
     batches: Counter[str] | None = None
+    #: Label → that deployment's figures, for the rows and requests it took.
+    by_deployment: dict[str, DeploymentStats] = field(default_factory=dict)
 
     @property
     def spent(self) -> float:
@@ -87,11 +119,26 @@ class RunStats:
             "throttled": self.throttled,
         }
 
-    def note_attempt(self, failure: ApiFailure | None) -> None:
-        """Count one request sent, and whether it was throttled."""
+    def deployment(self, label: str) -> DeploymentStats:
+        """The figures of the deployment *label* (new ones start at zero)."""
+        found = self.by_deployment.get(label)
+        if found is None:
+            found = self.by_deployment[label] = DeploymentStats()
+        return found
+
+    def note_attempt(
+        self, failure: ApiFailure | None, deployment: str | None = None
+    ) -> None:
+        """Count one request sent (to *deployment*), and whether it was throttled."""
         self.requests += 1
-        if failure is not None and failure.status_code == 429:
+        throttled = failure is not None and failure.status_code == 429
+        if throttled:
             self.throttled += 1
+        if deployment is not None:
+            share = self.deployment(deployment)
+            share.requests += 1
+            share.throttled += throttled
+            share.errors += failure is not None and not throttled
 
     def note_retry(self) -> None:
         """Count one retry scheduled."""
@@ -111,7 +158,15 @@ class RunStats:
             self.cached_tokens += usage.cached_tokens or 0
             self.reasoning_tokens += usage.reasoning_tokens or 0
             self._add_cost(result, settings)
+            if result.deployment is not None:
+                share = self.deployment(result.deployment)
+                share.rows_ok += 1
+                share.prompt_tokens += usage.prompt_tokens
+                share.completion_tokens += usage.completion_tokens
+                share.total_tokens += usage.total_tokens
         else:
+            if result.deployment is not None:
+                self.deployment(result.deployment).rows_failed += 1
             self.rows_failed += 1
             if result.error is not None:
                 err = result.error
@@ -183,8 +238,13 @@ class RunStats:
                 {"kind": kind, "rows": count, "example": self.error_examples[kind]}
                 for kind, count in self.error_kinds.most_common(5)
             ],
+            "deployments": self.deployments_dict(),
             **self._batch_counts(),
         }
+
+    def deployments_dict(self) -> dict[str, dict[str, Any]]:
+        """Label → that deployment's figures, for the summary and progress events."""
+        return {name: share.as_dict() for name, share in self.by_deployment.items()}
 
     def _batch_counts(self) -> dict[str, Any]:
         if self.batches is None:

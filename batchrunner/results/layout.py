@@ -39,6 +39,7 @@ FIXED_COLUMNS: tuple[str, ...] = (
     "error_message",
     # Added later: last, so existing column positions hold.
     "reused",
+    "deployment",
 )
 
 

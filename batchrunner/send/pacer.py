@@ -16,6 +16,7 @@ a place, timers end, and ``stop()`` wakes every waiter at once.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -102,6 +103,19 @@ class Pacer:
     def window(self) -> float | None:
         """Most requests in flight while nothing says what the limit is."""
         return self._learner.window
+
+    def ready_in(self, tokens: int = 1) -> float:
+        """
+        Seconds until a request of *tokens* may go (0: budget to spare now);
+        infinite while it must wait for an answer (its window is full, or the
+        remaining credit it has is spent and answers in flight bring news).
+        """
+        now = self._clock()
+        wait = self._learner.admission(now, tokens, self._paused_until)
+        if wait is not None and math.isinf(wait):
+            return math.inf
+        start = self._next_start()[1]
+        return max(wait or 0.0, start - now)
 
     def token_limit(self) -> float | None:
         """The deployment's tokens a minute, given or learned; None while unknown."""

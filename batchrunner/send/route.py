@@ -6,6 +6,7 @@ each deployment keeps its own pacing.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from batchrunner.azure.client import Completer
@@ -20,3 +21,6 @@ class Route:
     pacer: Pacer
     #: The deployment's name in records, logs and the summary.
     label: str
+    #: With token auth: called on a 401; True when a new token is in place.
+    #: None: the row sender's own (the run's auth).
+    on_unauthorized: Callable[[], Awaitable[bool]] | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
@@ -32,6 +33,7 @@ from batchrunner.report.summary import RunStats, error_kind
 from batchrunner.send.pacer import PacerStopped, Turn
 from batchrunner.send.retry import RetryPolicy, retrying
 from batchrunner.send.route import Route
+from batchrunner.send.routes import RouteTable
 from batchrunner.send.stops import StopPolicy
 
 log = logging.getLogger("batchrunner")
@@ -39,6 +41,25 @@ log = logging.getLogger("batchrunner")
 
 class _Abandoned(Exception):
     """A row left unsent because the run is stopping (it gets no record)."""
+
+
+class _Rerouted(Exception):
+    """A deployment being out explains the failure: another one takes the row."""
+
+
+@dataclass
+class _Row:
+    """One row's way through the routes: what it was sent to, and how often."""
+
+    #: Requests sent for the row (its record's ``attempts``).
+    sent: int = 0
+    #: The label of the route of the last request.
+    label: str | None = None
+    #: Deployments that faulted on this row: its retries go elsewhere first.
+    failed: set[str] = field(default_factory=set)
+    #: Failures sent on to another deployment uncharged; bounded, so a row
+    #: that every deployment throttles without end still runs out of attempts.
+    rerouted: int = 0
 
 
 class RowHooks(Protocol):
@@ -52,11 +73,11 @@ class RowHooks(Protocol):
 
 
 class RowSender:
-    """Takes one request at a time to a result over *route*."""
+    """Takes one request at a time to a result over *route* (or a table of them)."""
 
     def __init__(
         self,
-        route: Route,
+        route: Route | RouteTable,
         retries: RetrySettings,
         control: StopPolicy,
         stats: RunStats,
@@ -66,7 +87,11 @@ class RowSender:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.route = route
+        self.routes = (
+            route
+            if isinstance(route, RouteTable)
+            else RouteTable([route], control, max_retry_wait=retries.max_retry_wait)
+        )
         self.retries = retries
         self.policy = RetryPolicy(
             max_attempts=retries.max_attempts, max_backoff=retries.max_backoff
@@ -88,7 +113,8 @@ class RowSender:
         if self._stopped is not None:
             self._stopped.set()
         # Rows waiting for their turn are abandoned at once, not when it comes.
-        self.route.pacer.stop()
+        for route in self.routes.routes.values():
+            route.pacer.stop()
 
     async def send(self, request: Request) -> RowResult | None:
         """The result of *request*, or None when a stop abandoned it."""
@@ -110,26 +136,25 @@ class RowSender:
 
     async def _process(self, request: Request) -> RowResult | None:
         # Most rows succeed at once: the retrier is built only after a failure.
-        attempts = 0
+        row = _Row()
         try:
-            turn = await self._wait_turn(request)
-            attempts = 1
-            reply = await self._attempt(request, turn)
+            reply = await self._attempt(request, row)
         except _Abandoned:
             return None
         except QuotaExceeded as exceeded:  # unsent, or refused by its first answer
-            return error_result(request, over_quota(exceeded), attempts)
+            return error_result(request, over_quota(exceeded), row.sent, row.label)
         except ApiFailure as failure:
-            return await self._retry(request, failure)
-        return answered(request, reply, attempts=1)
+            return await self._retry(request, failure, row)
+        return answered(request, reply, row.sent, deployment=row.label)
 
-    async def _retry(self, request: Request, first: ApiFailure) -> RowResult | None:
+    async def _retry(
+        self, request: Request, first: ApiFailure, row: _Row
+    ) -> RowResult | None:
         """
         Go on after the first attempt failed with *first*. The retrier is handed
         that failure as its own first attempt, so its decisions, waits and attempt
         numbers are those of a retrier that had sent it.
         """
-        attempts = 1
         replay: ApiFailure | None = first
         retrier = retrying(
             self.policy, before_sleep=self._before_sleep, sleep=self._retry_sleep
@@ -140,73 +165,122 @@ class RowSender:
                     if replay is not None:
                         failure, replay = replay, None
                         raise failure
-                    turn = await self._wait_turn(request)
-                    attempts += 1
-                    reply = await self._attempt(request, turn)
+                    reply = await self._attempt(request, row)
         except _Abandoned:
             return None
         except QuotaExceeded as exceeded:
-            return error_result(request, over_quota(exceeded), attempts)
+            return error_result(request, over_quota(exceeded), row.sent, row.label)
         except ApiFailure as failure:
-            return error_result(request, failure, attempts)
-        return answered(request, reply, attempts)
+            return error_result(request, failure, row.sent, row.label)
+        return answered(request, reply, row.sent, deployment=row.label)
 
-    async def _wait_turn(self, request: Request) -> Turn:
-        if self.control.stopping:
-            raise _Abandoned
-        try:
-            turn = await self.route.pacer.acquire(request.charged_tokens)
-        except PacerStopped as stopped:
-            raise _Abandoned from stopped
-        if self.control.stopping:
-            turn.release()
-            raise _Abandoned
-        return turn
+    async def _wait_turn(self, request: Request, row: _Row) -> tuple[Route, Turn]:
+        """The route for the row's next request, once its pacer lets it go."""
+        tokens = request.charged_tokens
+        table = self.routes
+        while True:
+            if self.control.stopping:
+                raise _Abandoned
+            route = table.only or await table.pick(tokens, row.failed)
+            if route is None:
+                raise _Abandoned
+            try:
+                turn = await table.acquire(route, tokens)
+            except BaseException as exc:
+                table.sent(route, tokens)
+                table.released(route)
+                if isinstance(exc, PacerStopped):
+                    raise _Abandoned from exc
+                raise
+            table.sent(route, tokens)
+            if turn is not None and not self.control.stopping:
+                return route, turn
+            # The run stops, or the deployment went out while the row waited
+            # there (then it chooses again).
+            table.released(route)
+            if turn is not None:
+                turn.release()
+                raise _Abandoned
 
-    async def _attempt(self, request: Request, turn: Turn) -> Reply:
-        """One request on the wire; a failure comes back as it is to be retried."""
-        pacer = self.route.pacer
+    async def _attempt(self, request: Request, row: _Row) -> Reply:
+        """
+        Requests on the wire until an answer, or a failure that is the row's to
+        retry: one that a deployment being out explains goes to another at once.
+        """
+        while True:
+            route, turn = await self._wait_turn(request, row)
+            try:
+                return await self._send_once(request, route, turn, row)
+            except _Rerouted:
+                row.rerouted += 1
+
+    async def _send_once(
+        self, request: Request, route: Route, turn: Turn, row: _Row
+    ) -> Reply:
+        """One request on *route*; a failure comes back as it is to be retried."""
+        pacer = route.pacer
         sent_at = self._clock()
+        row.sent += 1
+        row.label = route.label
         # The turn is given back however the request ends (answer, timeout,
         # cancellation), so no wait in the pacer outlives it.
         with turn:
             try:
-                reply = await self.route.client.complete(request)
+                reply = await route.client.complete(request)
             except ApiFailure as failure:
-                self.stats.note_attempt(failure)
+                self.stats.note_attempt(failure, route.label)
                 if failure.status_code is not None:  # an answer, not a timeout
                     pacer.observe(failure.limits, sent_at=sent_at)
-                renewed = await self._token_replaced(request, failure)
+                renewed = await self._token_replaced(request, failure, route)
                 if renewed is not None:
                     raise renewed from failure
-                self._on_failure(failure, sent_at, request.charged_tokens)
+                if self._may_reroute(row) and self.routes.reroute(
+                    route, failure, row.failed
+                ):
+                    wait = failure.retry_after or 1.0
+                    # This deployment only slows down; one out for longer than
+                    # a retry may wait is the router's alone to hold back.
+                    most = self.retries.max_retry_wait
+                    if failure.status_code == 429 and wait <= most:
+                        pacer.throttled(wait, sent_at, request.charged_tokens)
+                    raise _Rerouted from failure
+                self._on_failure(failure, sent_at, request.charged_tokens, route)
                 raise
             except AuthError as exc:  # the token provider has no token to give
+                self.routes.released(route)
                 self.control.stop(exc)
                 raise _Abandoned from exc
-            self.stats.note_attempt(None)
+            self.stats.note_attempt(None, route.label)
+            self.routes.answered(route)
             pacer.observe(reply.limits, request.charged_tokens, sent_at)
             return reply
 
+    def _may_reroute(self, row: _Row) -> bool:
+        limit = self.retries.max_attempts * max(1, len(self.routes.routes))
+        return row.rerouted < limit
+
     async def _token_replaced(
-        self, request: Request, failure: ApiFailure
+        self, request: Request, failure: ApiFailure, route: Route
     ) -> ApiFailure | None:
         """
         After a row's first 401 under token auth: a new token, and the failure
         as one worth another try (None: no new token, the 401 stands).
         """
-        if failure.status_code != 401 or self.on_unauthorized is None:
+        hook = route.on_unauthorized or self.on_unauthorized
+        if failure.status_code != 401 or hook is None:
             return None
         if request.row_id in self._refreshed_rows:
             return None
         self._refreshed_rows.add(request.row_id)
-        if not await self.on_unauthorized():
+        if not await hook():
             return None
         return failure.but_retryable()
 
-    def _on_failure(self, failure: ApiFailure, sent_at: float, tokens: int) -> None:
+    def _on_failure(
+        self, failure: ApiFailure, sent_at: float, tokens: int, route: Route
+    ) -> None:
         if failure.status_code == 429:
-            limit = self.route.pacer.token_limit()
+            limit = route.pacer.token_limit()
             if limit is not None and tokens > limit:
                 # Sent before the quota was known, and the answer told it: the
                 # service would refuse this row forever, so waiting is no use.
@@ -226,8 +300,8 @@ class RowSender:
                 )
                 raise _Abandoned from failure
             # Everybody waits, so one throttled answer does not become a hundred.
-            self.route.pacer.throttled(wait, sent_at, tokens)
-        elif failure.status_code in (401, 403):
+            route.pacer.throttled(wait, sent_at, tokens)
+        elif failure.status_code in (401, 403) and not self.routes.several:
             self.control.stop(
                 AuthError(
                     f"the service refused our credentials ({failure.status_code}:"
@@ -290,8 +364,14 @@ def over_quota(exceeded: QuotaExceeded) -> ApiFailure:
     )
 
 
-def error_result(request: Request, failure: ApiFailure, attempts: int) -> RowResult:
-    """The record of a row that ended in *failure* after *attempts* requests."""
+def error_result(
+    request: Request,
+    failure: ApiFailure,
+    attempts: int,
+    deployment: str | None = None,
+) -> RowResult:
+    """The record of a row that ended in *failure* after *attempts* requests
+    (the last one to *deployment*)."""
     return RowResult(
         id=request.row_id,
         status="error",
@@ -306,4 +386,5 @@ def error_result(request: Request, failure: ApiFailure, attempts: int) -> RowRes
         latency_ms=failure.latency_ms,
         request_id=failure.request_id,
         passthrough=request.passthrough,
+        deployment=deployment,
     )

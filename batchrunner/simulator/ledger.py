@@ -38,6 +38,8 @@ class Ledger:
     def __init__(self, *, keep_entries: bool = True) -> None:
         self._lock = threading.Lock()
         self._batch_changed = threading.Condition(self._lock)
+        # Tells waiters in other threads that a request was recorded.
+        self._recorded = threading.Condition(self._lock)
         self._keep = keep_entries
         self._counts: Counter[int | str] = Counter()
         self._script_hits: dict[str, int] = {}
@@ -72,6 +74,16 @@ class Ledger:
         with self._lock:
             return self._counts.total() if status is None else self._counts[status]
 
+    def wait_for(self, requests: int, timeout: float) -> bool:
+        """
+        Block until *requests* requests were received (True), or *timeout*
+        seconds passed (False): a test acts at a point of the run, not a time.
+        """
+        with self._recorded:
+            return self._recorded.wait_for(
+                lambda: self._counts.total() >= requests, timeout
+            )
+
     def bodies(self) -> list[Json]:
         """Request JSON bodies in arrival order (unparsable ones left out)."""
         with self._lock:
@@ -105,6 +117,7 @@ class Ledger:
             self._counts[entry.status] += 1
             if self._keep:
                 self.entries.append(entry)
+            self._recorded.notify_all()
 
     def add_charge(self, tokens: int) -> None:
         """Count *tokens* charged by an accepted request."""
