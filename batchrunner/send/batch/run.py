@@ -1,29 +1,28 @@
 """
-One batch-mode run, wired: the credential and the SDK client of an online run,
-the Files and Batches service over it, the collector, the progress display.
+The Batch API sender, the second ``Sender``: the credential and the SDK client
+of an online run, the Files and Batches service over it, the collector and the
+progress display, wired around a ``SendPlan``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from collections.abc import Set as AbstractSet
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from batchrunner.azure.client import AzureCompleter
 from batchrunner.azure.credentials import open_auth
 from batchrunner.config.settings import Settings, with_overrides
 from batchrunner.errors import ConfigError
-from batchrunner.records import Request, RowResult
+from batchrunner.records import RowResult
 from batchrunner.report.logs import Redactor
 from batchrunner.report.progress import ProgressDisplay
-from batchrunner.report.summary import RunStats
-from batchrunner.send.batch.collect import Collector, Ledger, RowColumns
+from batchrunner.send.batch.collect import Collector, Ledger
 from batchrunner.send.batch.lines import batch_url
 from batchrunner.send.batch.sender import BatchEnding, BatchJob, BatchSender
 from batchrunner.send.batch.service import BatchService
 from batchrunner.send.batch.state import state_path
 from batchrunner.send.retry import RetryPolicy
+from batchrunner.send.sender import Ending, SendPlan
 
 
 def check_batch_options(settings: Settings) -> None:
@@ -58,43 +57,26 @@ def batch_settings(settings: Settings) -> Settings:
 
 
 class BatchRun:
-    """Everything a batch-mode run needs from the job; ``run()`` does it."""
+    """The Batch API sender: a plan's requests as batch jobs; ``send()`` does it."""
 
     def __init__(
         self,
         settings: Settings,
         *,
-        results: str,
-        output_path: Path,
-        done: set[str],
-        failed: AbstractSet[str],
         failed_requests: set[str],
-        stats: RunStats,
-        requests: Callable[[AbstractSet[str]], Iterator[Request]],
-        rows: RowColumns,
-        rows_left: Callable[[AbstractSet[str]], int],
-        write: Callable[[Sequence[RowResult]], None],
         check: Callable[[RowResult], RowResult] | None,
         redactor: Redactor,
         bar: bool,
     ) -> None:
         self.settings = settings
-        self.results = results
-        self.state_file = state_path(output_path)
-        self.ledger = Ledger(
-            done=done, failed_before=failed, failed_requests=failed_requests
-        )
-        self.stats = stats
-        self.requests = requests
-        self.rows = rows
-        self.rows_left = rows_left
-        self.write = write
+        #: Request ids of the error records already written (not written again).
+        self.failed_requests = failed_requests
         self.check = check
         self.redactor = redactor
         self.bar = bar
 
-    async def run(self) -> BatchEnding:
-        """Sign in, then collect, submit and maybe wait; the exit status."""
+    async def send(self, plan: SendPlan) -> Ending:
+        """Sign in, then collect, submit and maybe wait; how it ended."""
         settings = self.settings
         async with open_auth(settings, on_secret=self.redactor.add) as auth:
             for secret in auth.secrets:
@@ -108,38 +90,52 @@ class BatchRun:
                 token_provider=auth.token_provider,
             )
             progress = ProgressDisplay(
-                self.stats.rows_planned,
+                plan.stats.rows_planned,
                 bar=self.bar,
                 interval=settings.progress_interval,
                 batches=True,
             )
             try:
-                return await self._run(client, progress)
+                ended = await self._run(plan, client, progress)
             finally:
                 progress.close()
                 await client.aclose()
+        # Every row of the plan without an ok record counts, not only failed ones.
+        return Ending(rows_left=ended.rows_left, stopped=ended.stopped)
 
     async def _run(
-        self, client: AzureCompleter, progress: ProgressDisplay
+        self, plan: SendPlan, client: AzureCompleter, progress: ProgressDisplay
     ) -> BatchEnding:
         settings = self.settings
+        stats = plan.stats
+
+        def write(results: Sequence[RowResult]) -> None:
+            for result in results:
+                stats.add(result)
+            plan.write(results)
+
         policy = RetryPolicy(settings.max_attempts, max_backoff=settings.max_backoff)
         service = BatchService(client.sdk, policy)
+        ledger = Ledger(
+            done=set(plan.done),
+            failed_before=plan.failed,
+            failed_requests=self.failed_requests,
+        )
         collector = Collector(
             service,
             api=settings.api,
-            state_file=self.state_file,
-            rows=self.rows,
-            ledger=self.ledger,
-            write=self.write,
+            state_file=state_path(plan.output),
+            rows=plan.row_columns,
+            ledger=ledger,
+            write=write,
             check=self.check,
         )
         job = BatchJob(
             settings,
-            results=self.results,
-            requests=self.requests,
-            rows_left=self.rows_left,
-            stats=self.stats,
+            results=plan.shown,
+            requests=plan.requests,
+            rows_left=plan.rows_left,
+            stats=stats,
             on_progress=progress.update,
         )
         return await BatchSender(job, service, collector).run()

@@ -1,0 +1,316 @@
+"""
+One job, top to bottom: check what can be checked, validate the input, then
+either estimate (``--dry-run``) or hold the output and send the planned rows
+through a ``Sender`` (online or Batch API), and write the summary.
+
+    rows ─▶ validate ─▶ plan ─▶ Sender (online pool | Batch API jobs) ─▶ results
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+
+from batchrunner.config.locations import storage_secrets
+from batchrunner.config.prices import answer_price
+from batchrunner.config.settings import (
+    Settings,
+    check_endpoint_of,
+    check_ready_to_send,
+    environment,
+    with_overrides,
+)
+from batchrunner.errors import AuthError, ConfigError, RunStopped
+from batchrunner.job.source import Source, counter_for, open_source, validated
+from batchrunner.prepare.estimate import estimate, report
+from batchrunner.prepare.shards import resolve_shards, shard_label
+from batchrunner.prepare.structured import AnswerChecker, checker_for
+from batchrunner.records import RowResult, to_record
+from batchrunner.report.logs import Redactor, bind_counters, bind_run
+from batchrunner.report.progress import print_summary
+from batchrunner.report.rowlog import RowLog
+from batchrunner.report.summary import RunStats
+from batchrunner.results.claim import hold_output, recorded_done
+from batchrunner.results.destination import Output
+from batchrunner.results.resume import error_request_ids, read_state
+from batchrunner.results.sinks import ResultSink, open_sink
+from batchrunner.results.spend import recorded_cost
+from batchrunner.results.target import check_outputs
+from batchrunner.rows.stamp import Validated
+from batchrunner.send.hooks import run_hooks
+from batchrunner.send.reuse import open_cache
+from batchrunner.send.sender import Ending, SendPlan
+
+if TYPE_CHECKING:
+    from batchrunner.send.sender import Sender
+
+log = logging.getLogger("batchrunner")
+
+#: The deployment ``--simulate`` uses when none is given.
+SIMULATED_DEPLOYMENT = "gpt-4o-mini"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended: rows left without an ok record, and why it stopped early."""
+
+    rows_failed: int = 0
+    stopped: RunStopped | AuthError | None = None
+
+
+def run_job(
+    input_arg: str,
+    settings: Settings,
+    *,
+    redactor: Redactor,
+    json_lines: bool,
+    started: float | None = None,
+) -> Outcome:
+    """
+    Run the job on *input_arg* with *settings*; return how it ended.
+
+    ``--deadline`` counts from *started* (a ``time.monotonic()`` reading: the
+    process's start for the command), else from now.
+    """
+    started = time.monotonic() if started is None else started
+    environ = environment()
+    for secret in storage_secrets(environ):
+        redactor.add(secret)
+    plan = resolve_shards(settings.shard, settings.shards, environ)
+    bind_run(run_id=secrets.token_hex(6), shard=shard_label(plan))
+    check_outputs(settings.output, input_arg, plan, settings.sources)
+    check_endpoint_of(settings)
+    if settings.simulate and not settings.deployment:
+        # Before validation, which checks prompts against this model's window.
+        settings = with_overrides(settings, deployment=SIMULATED_DEPLOYMENT)
+    _check_mode(settings)
+    with open_source(input_arg, account=settings.storage_account) as source:
+        checker = checker_for(settings)  # a bad schema fails before the input is read
+        found = validated(source, settings, input_arg)
+        if settings.deployments:
+            from batchrunner.send.deployments import for_deployments
+
+            settings = for_deployments(settings)
+        if settings.dry_run:
+            dry, done, shown = recorded_done(input_arg, settings, plan, environ)
+            return _dry_run(source, dry, done, shown)
+        check_ready_to_send(settings)
+        _check_spend_cap(settings)
+        settings = _for_mode(settings)
+
+        def rows_left(shard_settings: Settings, results: Path) -> int:
+            done = read_state(results).done_ids
+            return source.count(shard_settings, done, found.rows)[0]
+
+        held = hold_output(input_arg, settings, plan, environ, rows_left)
+        if held is None:
+            return Outcome()  # every shard finished or held by another run
+        out, settings = held
+        bind_run(shard=shard_label(plan, settings.shard))
+        try:
+            for backup in out.backups:
+                log.info("kept the earlier results as %s", backup)
+            outcome = _send(
+                source, settings, out, found, checker, redactor, started, json_lines
+            )
+        finally:
+            out.close()
+        if settings.join:
+            _join(source, settings, out.path)
+        return outcome
+
+
+def _send(
+    source: Source,
+    settings: Settings,
+    output: Output,
+    found: Validated,
+    checker: AnswerChecker | None,
+    redactor: Redactor,
+    started: float,
+    json_lines: bool,
+) -> Outcome:
+    """Send what is left of the plan through the mode's sender; the summary."""
+    _load_send_stage(settings)
+    state = read_state(output.path)
+    planned, skipped = source.count(settings, state.done_ids, found.rows)
+    counter_for(settings)  # load the tokenizer now, not on the first row's clock
+    price = partial(answer_price, settings)
+    stats = RunStats(rows_planned=planned, rows_skipped=skipped, price_for=price)
+    if settings.max_cost is not None:
+        stats.cost_before = recorded_cost(output.path, price)
+    bind_counters(stats.counters)
+    log.info(
+        "%d rows to send, %d already done, results in %s", planned, skipped,
+        output.shown,
+        extra={"event": "start", "rows_planned": planned, "rows_skipped": skipped,
+               "results": output.shown, "spent_before_usd": stats.cost_before},
+    )  # fmt: skip
+    bar = not json_lines and settings.verbosity >= 0 and sys.stderr.isatty()
+    sending_started = time.monotonic()
+    with _endpoint(settings) as live:
+        redactor.add(live.api_key)
+        sink = open_sink(output.path, checker.columns if checker is not None else ())
+        output.sync()  # opening may have cut off a torn tail
+        rows = RowLog(prompts=live.log_prompts)
+        plan = SendPlan(
+            requests=lambda skip: rows.watch(source.requests(live, skip)),
+            done=state.done_ids,
+            failed=state.failed_ids,
+            rows_left=lambda done: source.count(live, done, found.rows)[0],
+            row_columns=lambda: source.row_columns(live),
+            write=_writer_for(sink, output, rows),
+            stats=stats,
+            output=output.path,
+            shown=output.shown,
+            deadline_from=started,
+        )
+        sender = _sender_for(live, output, checker, found, redactor, bar)
+        try:
+            ending = anyio.run(sender.send, plan)
+        finally:
+            sink.close()
+    _finish(stats, ending, time.monotonic() - sending_started, output, json_lines)
+    return Outcome(rows_failed=ending.rows_left, stopped=ending.stopped)
+
+
+def _sender_for(
+    settings: Settings,
+    output: Output,
+    checker: AnswerChecker | None,
+    found: Validated,
+    redactor: Redactor,
+    bar: bool,
+) -> Sender:
+    """The online pool, or Batch API jobs for ``--mode batch``."""
+    if settings.mode == "batch":
+        from batchrunner.send.batch.run import BatchRun
+
+        return BatchRun(
+            settings,
+            failed_requests=error_request_ids(output.path),
+            check=checker.check if checker is not None else None,
+            redactor=redactor,
+            bar=bar,
+        )
+    from batchrunner.send.online import OnlineSender
+
+    hooks = run_hooks(settings, checker, found.repeats)
+    return OnlineSender(settings, redactor=redactor, hooks=hooks, bar=bar)
+
+
+def _load_send_stage(settings: Settings) -> None:
+    """
+    Import the SDKs once the run is going to send: a --dry-run, or a run refused
+    for a mistake, never pays for them; and before the run's own clock starts,
+    so its rates are the sending's.
+    """
+    if settings.mode == "batch":
+        import batchrunner.send.batch.run
+    else:
+        import batchrunner.send.online  # noqa: F401
+
+
+def _check_mode(settings: Settings) -> None:
+    if settings.mode == "batch" or settings.wait or settings.cancel:
+        # Batch mode's module loads the SDKs: an online run does not need it.
+        from batchrunner.send.batch.run import check_batch_options
+
+        check_batch_options(settings)
+
+
+def _for_mode(settings: Settings) -> Settings:
+    if settings.mode != "batch":
+        return settings
+    from batchrunner.send.batch.run import batch_settings
+
+    return batch_settings(settings)
+
+
+def _check_spend_cap(settings: Settings) -> None:
+    if settings.max_cost is not None and settings.price_for(None) is None:
+        model = settings.model or settings.deployment
+        msg = (
+            f"--max-cost needs a price for the model {model!r}:"
+            " set 'model:' to a known model or add it under 'prices:' in the settings"
+        )
+        raise ConfigError(msg)
+
+
+def _join(source: Source, settings: Settings, output: Path) -> None:
+    from batchrunner.results.join import write_joined  # pandas only when asked for
+
+    joined = write_joined(source.path, source.name, settings, output)
+    log.info("results joined to the input in %s", joined, extra={"event": "joined"})
+
+
+def _dry_run(
+    source: Source,
+    settings: Settings,
+    done: AbstractSet[str],
+    shown: str,
+) -> Outcome:
+    cache = open_cache(settings, create=False)
+    cached = cache.has_answer if cache is not None else None
+    figures = estimate(source.requests(settings, done), settings, cached)
+    lines = report(figures, settings, source=source.name, done=len(done), output=shown)
+    # The report is the command's output; only an explicit --log-format json
+    # (nothing but JSON lines) leaves it to the estimate event.
+    if settings.log_format != "json":
+        print(lines)
+    return Outcome()
+
+
+@contextlib.contextmanager
+def _endpoint(settings: Settings) -> Iterator[Settings]:
+    """The settings to send with: the real endpoint, or a simulator's."""
+    if not settings.simulate:
+        yield settings
+        return
+    from batchrunner.simulator import SimConfig, SimulatorServer
+
+    assert settings.deployment
+    model = settings.model or "gpt-4o-mini-2024-07-18"
+    key = secrets.token_urlsafe(24)
+    config = SimConfig(
+        api_key=key, deployments={settings.deployment: model}, latency=0.05
+    )
+    with SimulatorServer(config) as server:
+        log.info(
+            "simulating Azure OpenAI at %s", server.url, extra={"event": "simulator"}
+        )
+        yield with_overrides(settings, endpoint=server.url, api_key=key)
+
+
+def _writer_for(
+    sink: ResultSink, output: Output, rows: RowLog
+) -> Callable[[Sequence[RowResult]], None]:
+    """Write results to the sink; a storage failure raises ``RunStopped``."""
+
+    def write(results: Sequence[RowResult]) -> None:
+        sink.write([to_record(result) for result in results])
+        rows.written(results)
+        output.sync()
+
+    return write
+
+
+def _finish(
+    stats: RunStats, ending: Ending, elapsed: float, output: Output, json_lines: bool
+) -> None:
+    summary = stats.as_dict(elapsed)
+    summary["results"] = output.shown
+    summary["stopped"] = None if ending.stopped is None else str(ending.stopped)
+    output.finish(summary)
+    print_summary(summary, json_lines=json_lines)
