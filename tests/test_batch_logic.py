@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from openai.types import Batch, FileObject
 
-from batchrunner.config.settings import build_settings
+from batchrunner.config.layers import build_settings
 from batchrunner.errors import EXIT_TEMPFAIL, ConfigError
 from batchrunner.records import Api, Request
 from batchrunner.send.batch.answers import result_from_line

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from batchrunner.config.settings import InputSettings, Settings
+from batchrunner.config.sections import InputSettings
+from batchrunner.config.settings import Settings
 from batchrunner.errors import ConfigError, InputError
 from batchrunner.prepare.builder import (
     RequestBuilder,

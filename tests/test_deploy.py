@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from batchrunner.config.settings import parse_duration
+from batchrunner.config.parsing import parse_duration
 from batchrunner.flags import build_parser
 from batchrunner.prepare.shards import ShardPlan, shard_output
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from batchrunner.cli import run
-from batchrunner.config.settings import build_settings
+from batchrunner.config.layers import build_settings
 from batchrunner.errors import ConfigError
 from batchrunner.simulator import SimulatorServer
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrunner.config.settings import InputSettings
+from batchrunner.config.sections import InputSettings
 from batchrunner.errors import InputError
 from batchrunner.records import Row
 from batchrunner.rows.reader import open_rows, spool_stdin

@@ -7,13 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from batchrunner.config.settings import (
-    AuthSettings,
-    build_settings,
-    parse_auth,
-    parse_duration,
-    parse_shard,
-)
+from batchrunner.config.layers import build_settings
+from batchrunner.config.parsing import parse_auth, parse_duration, parse_shard
+from batchrunner.config.sections import AuthSettings
 from batchrunner.errors import ConfigError
 from batchrunner.records import Api
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from batchrunner.cli import run
-from batchrunner.config.settings import build_settings
+from batchrunner.config.layers import build_settings
 from batchrunner.results.spend import recorded_cost
 from batchrunner.simulator import SimulatorServer
 from tests.test_cli import prompts, write_jsonl

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from batchrunner.cli import run
+from batchrunner.config.price_table import DEFAULT_PRICES
 from batchrunner.config.prices import answer_price, is_version_of
-from batchrunner.config.settings import DEFAULT_PRICES, Settings
+from batchrunner.config.settings import Settings
 from batchrunner.simulator import SimulatorServer
 from tests.foreign import (
     REPORTED_MODEL,

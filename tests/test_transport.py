@@ -24,7 +24,8 @@ from aiohttp.test_utils import TestServer
 
 from batchrunner.azure.client import AzureCompleter, http_client
 from batchrunner.azure.transport import AiohttpClient, AiohttpTransport, client_timeout
-from batchrunner.config.settings import Settings, build_settings
+from batchrunner.config.layers import build_settings
+from batchrunner.config.settings import Settings
 from batchrunner.errors import ApiFailure, ConfigError
 from batchrunner.records import Api, Request
 from batchrunner.simulator import SimulatorServer

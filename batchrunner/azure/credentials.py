@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from batchrunner.azure.token_cache import Fetch, Token, open_token_cache
-from batchrunner.config.settings import AuthSettings, Settings
+from batchrunner.config.sections import AuthSettings
+from batchrunner.config.settings import Settings
 from batchrunner.errors import AuthError
 
 if TYPE_CHECKING:

@@ -28,13 +28,9 @@ from batchrunner.azure.blob import (
     storage_secrets,
     upload_file,
 )
+from batchrunner.config.layers import build_settings, find_config
 from batchrunner.config.prices import answer_price, cost_of
-from batchrunner.config.settings import (
-    Settings,
-    build_settings,
-    environment,
-    find_config,
-)
+from batchrunner.config.settings import Settings, environment
 from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, BatchrunnerError, UsageError
 from batchrunner.report.console import Parser, json_requested, report
 from batchrunner.report.logs import Redactor, configure_logging, wants_json

@@ -9,7 +9,7 @@ import csv
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from batchrunner.config.settings import InputSettings
+from batchrunner.config.sections import InputSettings
 from batchrunner.errors import InputError
 from batchrunner.records import Row
 

@@ -9,7 +9,7 @@ import json.scanner
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
-from batchrunner.config.settings import InputSettings
+from batchrunner.config.sections import InputSettings
 from batchrunner.errors import CellError, InputError
 from batchrunner.records import Row
 

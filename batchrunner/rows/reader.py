@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from batchrunner.config.settings import InputSettings
+from batchrunner.config.sections import InputSettings
 from batchrunner.records import Row
 
 if TYPE_CHECKING:
