@@ -141,11 +141,12 @@ def test_file_names_and_metadata_name_the_output() -> None:
     name = PartName("0123456789abcdef", "a1b2c3d4", 3)
     assert parse_file_name(name.file_name) == name
     assert parse_file_name("someone-else.jsonl") is None
-    metadata = name.metadata("results/out.jsonl")
+    metadata = name.metadata("results/out.jsonl", "gpt-4o-mini-batch")
     assert is_ours(metadata, "0123456789abcdef")
     assert not is_ours(metadata, "fedcba9876543210")
     assert not is_ours(None, "0123456789abcdef")
-    assert all(len(v) <= 512 for v in name.metadata("x" * 600).values())
+    assert all(len(v) <= 512 for v in name.metadata("x" * 600, "d" * 600).values())
+    assert metadata["batchrunner_deployment"] == "gpt-4o-mini-batch"
 
 
 def test_ok_line_becomes_the_online_record() -> None:
@@ -223,6 +224,10 @@ def test_validation_failures_map_lines_and_name_the_deployment() -> None:
         refusal is not None and "Global-Batch" in refusal and "--deployment" in refusal
     )
     assert deployment_refusal(batch(status="completed"), "d") is None
+    sent_to = {"batchrunner_deployment": "gpt-4o-mini"}
+    old = batch(status="failed", errors=failed.errors, metadata=sent_to)
+    assert deployment_refusal(old, "gpt-4o-mini") == refusal
+    assert deployment_refusal(old, "gpt-4o-mini-batch") is None
 
 
 def test_token_limit_waits_double_and_fit_the_deadline() -> None:

@@ -178,6 +178,26 @@ def test_a_deployment_that_cannot_run_batches_is_named(tmp_path: Path) -> None:
     assert "--deployment" in message
 
 
+def test_a_refusal_of_the_old_deployment_does_not_block_the_fixed_one(
+    tmp_path: Path,
+) -> None:
+    """
+    A batch refused for the old (non-batch) deployment, collected after the user
+    switched to a batch deployment, is not blamed on the new one: its rows go again.
+    """
+    config = fast_config(batch_deployments={"gpt-4o-mini-batch"})
+    config.deployments["gpt-4o-mini-batch"] = "gpt-4o-mini-2024-07-18"
+    with SimulatorServer(config) as sim:
+        source = make_job(tmp_path, 3)
+        first = run(source, sim)
+        assert first.returncode == 75, first.stderr.decode()
+        wait_until_ended(sim, 1)
+        fixed = run(source, sim, "--wait", "--deployment", "gpt-4o-mini-batch")
+        assert fixed.returncode == 0, fixed.stderr.decode()
+        assert [b.status for b in all_batches(sim)] == ["failed", "completed"]
+    assert ok_counts(tmp_path / "job.results.jsonl") == {f"r{i}": 1 for i in range(3)}
+
+
 def test_full_enqueued_token_quota_within_the_deadline_exits_75(
     tmp_path: Path,
 ) -> None:
@@ -254,7 +274,7 @@ def test_validation_errors_are_mapped_back_to_their_rows(
         uploaded = client.files.create(file=(name.file_name, data), purpose="batch")
         client.batches.create(
             input_file_id=uploaded.id, endpoint=cast(Any, "/chat/completions"),
-            completion_window="24h", metadata=name.metadata(str(results)),
+            completion_window="24h", metadata=name.metadata(str(results), DEPLOYMENT),
         )  # fmt: skip
     wait_until_ended(sim, 1)
     done = run(source, sim)

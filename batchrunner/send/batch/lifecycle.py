@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from openai.types import Batch, FileObject
 
 from batchrunner.errors import Resumable
+from batchrunner.send.batch.names import DEPLOYMENT_KEY
 
 #: Statuses of a batch that has ended: its output and error files are final.
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -58,9 +59,14 @@ def validation_faults(batch: Batch) -> list[LineFault]:
 def deployment_refusal(batch: Batch, deployment: str) -> str | None:
     """
     What to tell the user when *batch* failed because *deployment* cannot run
-    batches (not a Global-Batch or Data Zone Batch deployment), else None.
+    batches (not a Global-Batch or Data Zone Batch deployment), else None. A
+    batch sent to another deployment (the user has since fixed the settings)
+    says nothing about this one: its rows are simply sent again.
     """
     if batch.status != "failed" or batch.errors is None:
+        return None
+    sent_to = (batch.metadata or {}).get(DEPLOYMENT_KEY, deployment)
+    if sent_to != deployment[-512:]:
         return None
     for error in batch.errors.data or ():
         if error.code in DEPLOYMENT_CODES:

@@ -126,7 +126,8 @@ class Submitter:
         """
         settings = self.settings
         policy = RetryPolicy(settings.max_attempts, max_backoff=settings.max_backoff)
-        metadata = name.metadata(self.results)
+        assert settings.deployment
+        metadata = name.metadata(self.results, settings.deployment)
         endpoint = batch_url(settings.api)
         for attempt in range(1, policy.max_attempts + 1):
             try:
