@@ -166,6 +166,25 @@ def test_cancel_collects_what_finished_and_a_rerun_sends_the_rest(
     assert ok_counts(results) == {f"r{i}": 1 for i in range(40)}
 
 
+def test_cancel_without_wait_exits_75_while_the_batch_is_cancelling(
+    tmp_path: Path,
+) -> None:
+    """--cancel alone asks for the cancel and exits 75 while it is still cancelling."""
+    with SimulatorServer(fast_config(batch_lines_per_second=4.0)) as sim:
+        source = make_job(tmp_path, 40)
+        first = run(source, sim)
+        assert first.returncode == 75, first.stderr.decode()
+        sim.ledger.wait_for_batches(lambda s: "in_progress" in s.values())
+        sim.config.batch_state_seconds = 600.0  # cancelling lasts (Azure: 10 min)
+        cancelled = run(source, sim, "--cancel")
+        assert cancelled.returncode == 75, cancelled.stderr.decode()
+        assert [b.status for b in all_batches(sim)] == ["cancelling"]
+    summary = next(
+        e["summary"] for e in events(cancelled) if e.get("event") == "summary"
+    )
+    assert "1 batch is still running" in summary["stopped"]
+
+
 def test_sigterm_while_waiting_exits_143_and_batches_go_on(tmp_path: Path) -> None:
     """SIGTERM during --wait exits 143; the batch runs on and a re-run collects it."""
     with SimulatorServer(fast_config(batch_lines_per_second=20.0)) as sim:

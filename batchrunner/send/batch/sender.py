@@ -137,7 +137,8 @@ class BatchSender:
         else:
             await self._submit()
         self._report()
-        if self.settings.wait or (self.settings.cancel and self.running):
+        # Without --wait a cancel exits at once: cancelling can last minutes (75).
+        if self.settings.wait:
             self.ledger.failed_now.clear()  # failed from here on: for the next run
             await self._poll()
 
