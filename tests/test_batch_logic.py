@@ -15,6 +15,7 @@ from batchrunner.send.batch.answers import result_from_line
 from batchrunner.send.batch.lifecycle import (
     deployment_refusal,
     is_running,
+    spent_files,
     token_limit_waits,
     unused_files,
     validation_faults,
@@ -209,6 +210,21 @@ def test_files_no_batch_uses_are_unused() -> None:
         for i in ("file-a", "file-b")
     ]  # fmt: skip
     assert unused_files(files, [batch(input_file_id="file-a")]) == ["file-b"]
+
+
+def test_files_of_collected_ended_batches_are_spent() -> None:
+    """An input file is spent once its batch has ended and been collected."""
+    files = [
+        FileObject(id=i, object="file", bytes=1, created_at=1, filename=f"{i}.jsonl",
+                   purpose="batch", status="processed")
+        for i in ("file-a", "file-b", "file-c")
+    ]  # fmt: skip
+    batches = [
+        batch(id="batch_a", input_file_id="file-a"),
+        batch(id="batch_b", input_file_id="file-b"),
+        batch(id="batch_c", input_file_id="file-c", status="in_progress"),
+    ]
+    assert spent_files(files, batches, {"batch_a", "batch_c"}) == ["file-a"]
 
 
 def test_validation_failures_map_lines_and_name_the_deployment() -> None:

@@ -7,6 +7,7 @@ means, how long to back off, and the exit status.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from openai.types import Batch, FileObject
@@ -32,6 +33,21 @@ def unused_files(files: Iterable[FileObject], batches: Iterable[Batch]) -> list[
     """The ids of uploaded *files* that no batch was created from."""
     used = {batch.input_file_id for batch in batches}
     return [file.id for file in files if file.id not in used]
+
+
+def spent_files(
+    files: Iterable[FileObject], batches: Iterable[Batch], collected: AbstractSet[str]
+) -> list[str]:
+    """
+    The ids of uploaded *files* whose batch has ended and is collected: nothing
+    reads them again, and a resource keeps at most 500 batch input files.
+    """
+    spent = {
+        batch.input_file_id
+        for batch in batches
+        if batch.id in collected and not is_running(batch)
+    }
+    return [file.id for file in files if file.id in spent]
 
 
 @dataclass(frozen=True)
