@@ -34,6 +34,7 @@ from batchrunner.send.batch.names import (
     output_key,
     parse_file_name,
 )
+from batchrunner.send.batch.run import check_batch_options
 from batchrunner.send.batch.state import BatchState, load_state, save_state
 
 
@@ -111,7 +112,7 @@ def test_files_split_at_the_byte_limit(tmp_path: Path) -> None:
     )  # fmt: skip
     assert [p.requests for p in parts] == [2, 2, 1]
     assert all(p.bytes <= size * 2 + 1 for p in parts)
-    with pytest.raises(ConfigError, match="batch_max_bytes"):
+    with pytest.raises(ConfigError, match=r"batch_max_bytes.*--mode online"):
         write_parts([request("big", "x" * 500)], "d", tmp_path, max_requests=9,
                     max_bytes=100)  # fmt: skip
 
@@ -293,6 +294,20 @@ def test_batch_settings_and_prices(tmp_path: Path) -> None:
     assert settings.price_for("gpt-4o-mini") == (0.075, 0.3)
     online = build_settings({}, {}, None)
     assert online.mode == "online" and online.price_for("gpt-4o-mini") == (0.15, 0.6)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("batch_max_requests", "100001"), ("batch_max_bytes", "300000000")],
+)
+def test_file_limits_over_the_services_are_refused(name: str, value: str) -> None:
+    """Input files the service would refuse every time are a settings error."""
+    env = {"BATCHRUNNER_MODE": "batch", f"BATCHRUNNER_{name.upper()}": value}
+    settings = build_settings({}, env, None)
+    with pytest.raises(ConfigError, match=rf"{name} is .*over the Batch API's limit"):
+        check_batch_options(settings)
+    at_limit = build_settings({}, {"BATCHRUNNER_MODE": "batch"}, None)
+    check_batch_options(at_limit)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])

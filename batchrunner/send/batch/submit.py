@@ -108,7 +108,9 @@ class Submitter:
                 if wait is None:
                     self.held_back = (
                         "the enqueued-token quota of the deployment is full: the rows"
-                        " left are submitted by a later run"
+                        " left are submitted by a later run (should it stay full while"
+                        " none of this output's batches runs, one input file may"
+                        " need more than the whole quota: lower batch_max_requests)"
                     )
                     log.warning(self.held_back, extra={"event": "batch_quota_full"})
                     return None
