@@ -66,9 +66,29 @@ def test_kill_between_upload_and_create(sim: SimulatorServer, tmp_path: Path) ->
     rerun = run(source, sim, "--wait")
     assert rerun.returncode == 0, rerun.stderr.decode()
     assert any(e.get("event") == "batch_file_unused" for e in events(rerun))
-    used = {b.input_file_id for b in all_batches(sim)}
-    assert {f.id for f in input_files(sim)} == used
+    assert [b.status for b in all_batches(sim)] == ["completed"]
+    assert input_files(sim) == []  # the unused one, and the collected batch's
     every_row_once(sim, tmp_path / "job.results.jsonl")
+
+
+def test_kill_between_collect_and_deleting_the_input_file(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """A collected batch's input file left by a kill is deleted by the re-run."""
+    gate = Gate("files.delete")
+    sim.config.gates.append(gate)
+    source = make_job(tmp_path, ROWS)
+    kill_when_held(start(source, sim, "--wait"), gate)
+    results = tmp_path / "job.results.jsonl"
+    assert ok_counts(results) == {f"r{i}": 1 for i in range(ROWS)}
+    assert len(input_files(sim)) == 1
+    gate.release()
+
+    rerun = run(source, sim)
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    assert input_files(sim) == []
+    assert len(all_batches(sim)) == 1
+    every_row_once(sim, results)
 
 
 def test_kill_between_create_and_hearing_of_it(
@@ -164,6 +184,25 @@ def test_cancel_collects_what_finished_and_a_rerun_sends_the_rest(
         assert rest.returncode == 0, rest.stderr.decode()
         assert sim.ledger.batch_line_counts() == {f"r{i}": 1 for i in range(40)}
     assert ok_counts(results) == {f"r{i}": 1 for i in range(40)}
+
+
+def test_cancel_without_wait_exits_75_while_the_batch_is_cancelling(
+    tmp_path: Path,
+) -> None:
+    """--cancel alone asks for the cancel and exits 75 while it is still cancelling."""
+    with SimulatorServer(fast_config(batch_lines_per_second=4.0)) as sim:
+        source = make_job(tmp_path, 40)
+        first = run(source, sim)
+        assert first.returncode == 75, first.stderr.decode()
+        sim.ledger.wait_for_batches(lambda s: "in_progress" in s.values())
+        sim.config.batch_state_seconds = 600.0  # cancelling lasts (Azure: 10 min)
+        cancelled = run(source, sim, "--cancel")
+        assert cancelled.returncode == 75, cancelled.stderr.decode()
+        assert [b.status for b in all_batches(sim)] == ["cancelling"]
+    summary = next(
+        e["summary"] for e in events(cancelled) if e.get("event") == "summary"
+    )
+    assert "1 batch is still running" in summary["stopped"]
 
 
 def test_sigterm_while_waiting_exits_143_and_batches_go_on(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from batchrunner.send.batch.answers import result_from_line
 from batchrunner.send.batch.lifecycle import (
     deployment_refusal,
     is_running,
+    spent_files,
     token_limit_waits,
     unused_files,
     validation_faults,
@@ -33,6 +34,7 @@ from batchrunner.send.batch.names import (
     output_key,
     parse_file_name,
 )
+from batchrunner.send.batch.run import check_batch_options
 from batchrunner.send.batch.state import BatchState, load_state, save_state
 
 
@@ -110,7 +112,7 @@ def test_files_split_at_the_byte_limit(tmp_path: Path) -> None:
     )  # fmt: skip
     assert [p.requests for p in parts] == [2, 2, 1]
     assert all(p.bytes <= size * 2 + 1 for p in parts)
-    with pytest.raises(ConfigError, match="batch_max_bytes"):
+    with pytest.raises(ConfigError, match=r"batch_max_bytes.*--mode online"):
         write_parts([request("big", "x" * 500)], "d", tmp_path, max_requests=9,
                     max_bytes=100)  # fmt: skip
 
@@ -141,11 +143,12 @@ def test_file_names_and_metadata_name_the_output() -> None:
     name = PartName("0123456789abcdef", "a1b2c3d4", 3)
     assert parse_file_name(name.file_name) == name
     assert parse_file_name("someone-else.jsonl") is None
-    metadata = name.metadata("results/out.jsonl")
+    metadata = name.metadata("results/out.jsonl", "gpt-4o-mini-batch")
     assert is_ours(metadata, "0123456789abcdef")
     assert not is_ours(metadata, "fedcba9876543210")
     assert not is_ours(None, "0123456789abcdef")
-    assert all(len(v) <= 512 for v in name.metadata("x" * 600).values())
+    assert all(len(v) <= 512 for v in name.metadata("x" * 600, "d" * 600).values())
+    assert metadata["batchrunner_deployment"] == "gpt-4o-mini-batch"
 
 
 def test_ok_line_becomes_the_online_record() -> None:
@@ -210,6 +213,21 @@ def test_files_no_batch_uses_are_unused() -> None:
     assert unused_files(files, [batch(input_file_id="file-a")]) == ["file-b"]
 
 
+def test_files_of_collected_ended_batches_are_spent() -> None:
+    """An input file is spent once its batch has ended and been collected."""
+    files = [
+        FileObject(id=i, object="file", bytes=1, created_at=1, filename=f"{i}.jsonl",
+                   purpose="batch", status="processed")
+        for i in ("file-a", "file-b", "file-c")
+    ]  # fmt: skip
+    batches = [
+        batch(id="batch_a", input_file_id="file-a"),
+        batch(id="batch_b", input_file_id="file-b"),
+        batch(id="batch_c", input_file_id="file-c", status="in_progress"),
+    ]
+    assert spent_files(files, batches, {"batch_a", "batch_c"}) == ["file-a"]
+
+
 def test_validation_failures_map_lines_and_name_the_deployment() -> None:
     """Line errors are kept with their line; invalid_request says how to fix it."""
     failed = batch(status="failed", errors={"object": "list", "data": [
@@ -223,6 +241,10 @@ def test_validation_failures_map_lines_and_name_the_deployment() -> None:
         refusal is not None and "Global-Batch" in refusal and "--deployment" in refusal
     )
     assert deployment_refusal(batch(status="completed"), "d") is None
+    sent_to = {"batchrunner_deployment": "gpt-4o-mini"}
+    old = batch(status="failed", errors=failed.errors, metadata=sent_to)
+    assert deployment_refusal(old, "gpt-4o-mini") == refusal
+    assert deployment_refusal(old, "gpt-4o-mini-batch") is None
 
 
 def test_token_limit_waits_double_and_fit_the_deadline() -> None:
@@ -272,6 +294,20 @@ def test_batch_settings_and_prices(tmp_path: Path) -> None:
     assert settings.price_for("gpt-4o-mini") == (0.075, 0.3)
     online = build_settings({}, {}, None)
     assert online.mode == "online" and online.price_for("gpt-4o-mini") == (0.15, 0.6)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("batch_max_requests", "100001"), ("batch_max_bytes", "300000000")],
+)
+def test_file_limits_over_the_services_are_refused(name: str, value: str) -> None:
+    """Input files the service would refuse every time are a settings error."""
+    env = {"BATCHRUNNER_MODE": "batch", f"BATCHRUNNER_{name.upper()}": value}
+    settings = build_settings({}, env, None)
+    with pytest.raises(ConfigError, match=rf"{name} is .*over the Batch API's limit"):
+        check_batch_options(settings)
+    at_limit = build_settings({}, {"BATCHRUNNER_MODE": "batch"}, None)
+    check_batch_options(at_limit)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])

@@ -85,20 +85,26 @@ def test_wait_polls_to_the_end_and_summary_counts_batches(
 
 
 def test_files_split_at_the_limits(sim: SimulatorServer, tmp_path: Path) -> None:
-    """Ten rows at four a file make three batches of 4, 4 and 2 lines."""
+    """
+    Ten rows at four a file make three batches of 4, 4 and 2 lines, named for
+    the output; their input files are deleted once collected.
+    """
     source = make_job(tmp_path, 10)
+    first = run(source, sim, BATCHRUNNER_BATCH_MAX_REQUESTS="4")
+    assert first.returncode == 75, first.stderr.decode()
+    names = sorted(f.filename for f in input_files(sim))
+    assert [n.rsplit("-", 1)[1] for n in names] == [
+        "0001.jsonl", "0002.jsonl", "0003.jsonl",
+    ]  # fmt: skip
     done = run(source, sim, "--wait", BATCHRUNNER_BATCH_MAX_REQUESTS="4")
     assert done.returncode == 0, done.stderr.decode()
+    assert input_files(sim) == []
     batches = sorted(all_batches(sim), key=lambda b: b.metadata["batchrunner_part"])
     assert [b.request_counts.total for b in batches] == [4, 4, 2]
     assert all(b.metadata == batches[0].metadata | {
         "batchrunner_submission": b.metadata["batchrunner_submission"],
         "batchrunner_part": b.metadata["batchrunner_part"],
     } for b in batches)  # fmt: skip
-    names = sorted(f.filename for f in input_files(sim))
-    assert [n.rsplit("-", 1)[1] for n in names] == [
-        "0001.jsonl", "0002.jsonl", "0003.jsonl",
-    ]  # fmt: skip
     assert ok_counts(tmp_path / "job.results.jsonl") == {f"r{i}": 1 for i in range(10)}
 
 
@@ -178,6 +184,26 @@ def test_a_deployment_that_cannot_run_batches_is_named(tmp_path: Path) -> None:
     assert "--deployment" in message
 
 
+def test_a_refusal_of_the_old_deployment_does_not_block_the_fixed_one(
+    tmp_path: Path,
+) -> None:
+    """
+    A batch refused for the old (non-batch) deployment, collected after the user
+    switched to a batch deployment, is not blamed on the new one: its rows go again.
+    """
+    config = fast_config(batch_deployments={"gpt-4o-mini-batch"})
+    config.deployments["gpt-4o-mini-batch"] = "gpt-4o-mini-2024-07-18"
+    with SimulatorServer(config) as sim:
+        source = make_job(tmp_path, 3)
+        first = run(source, sim)
+        assert first.returncode == 75, first.stderr.decode()
+        wait_until_ended(sim, 1)
+        fixed = run(source, sim, "--wait", "--deployment", "gpt-4o-mini-batch")
+        assert fixed.returncode == 0, fixed.stderr.decode()
+        assert [b.status for b in all_batches(sim)] == ["failed", "completed"]
+    assert ok_counts(tmp_path / "job.results.jsonl") == {f"r{i}": 1 for i in range(3)}
+
+
 def test_full_enqueued_token_quota_within_the_deadline_exits_75(
     tmp_path: Path,
 ) -> None:
@@ -254,7 +280,7 @@ def test_validation_errors_are_mapped_back_to_their_rows(
         uploaded = client.files.create(file=(name.file_name, data), purpose="batch")
         client.batches.create(
             input_file_id=uploaded.id, endpoint=cast(Any, "/chat/completions"),
-            completion_window="24h", metadata=name.metadata(str(results)),
+            completion_window="24h", metadata=name.metadata(str(results), DEPLOYMENT),
         )  # fmt: skip
     wait_until_ended(sim, 1)
     done = run(source, sim)
@@ -264,3 +290,17 @@ def test_validation_errors_are_mapped_back_to_their_rows(
     assert failed[0]["error"]["code"] == "duplicate_custom_id"
     assert "input line 3" in failed[0]["error"]["message"]
     assert failed[0]["input"] == {"label": 1}
+
+    # Its input file is deleted once collected: collected again (the state file
+    # lost), the batch adds nothing, and the run does not trip over the file.
+    wait_until_ended(sim, 2)
+    (tmp_path / "job.results.batches.json").unlink()
+    again = run(source, sim)
+    assert again.returncode == 75, again.stderr.decode()  # failed r1 goes again
+    assert any(e.get("event") == "batch_input_gone" for e in events(again))
+    submitted = [
+        e["rows"] for e in events(again) if e.get("event") == "batch_submitted"
+    ]
+    assert submitted == [1]
+    assert [r["id"] for r in records(results) if r["status"] == "error"] == ["r1"]
+    assert ok_counts(results) == {"r0": 1, "r2": 1}

@@ -144,7 +144,7 @@ async def _process(
                 unanswered = [checked.offsets[i] for i in order[done:]]
                 _write_unfinished(source, unanswered, stop, results)
             if stop == "cancelled":
-                await _nap(batch, config.batch_state_seconds)
+                await _cancelling(batch, config)
             _end(batch, runner, stop, results)
             return
         source.seek(checked.offsets[index])
@@ -189,8 +189,14 @@ def _write_unfinished(
         results.errors.write(unfinished_line(source.readline(), status))
 
 
+async def _cancelling(batch: Batch, config: SimConfig) -> None:
+    """Stay ``cancelling`` the whole state time (on Azure up to 10 minutes)."""
+    batch.woken.clear()  # the cancel that woke the batch does not cut this short
+    await _nap(batch, config.batch_state_seconds)
+
+
 async def _end_cancelled(batch: Batch, runner: Runner, results: _Results) -> None:
-    await _nap(batch, runner.config.batch_state_seconds)
+    await _cancelling(batch, runner.config)
     _end(batch, runner, "cancelled", results)
 
 

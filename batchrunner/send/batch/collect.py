@@ -19,11 +19,13 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from openai.types import Batch
 
+from batchrunner.errors import ApiFailure
 from batchrunner.records import Api, RowResult
 from batchrunner.send.batch.answers import result_from_line, validation_error
 from batchrunner.send.batch.lifecycle import validation_faults
@@ -109,7 +111,8 @@ class Collector:
         faults = validation_faults(batch) if batch.status == "failed" else []
         if faults:
             target = answers.folder / f"input-{batch.id}.jsonl"
-            await self.service.download(batch.input_file_id, target)
+            if not await self._input_of(batch, target):
+                return
             with target.open("rb") as lines:
                 by_line = dict(enumerate(custom_ids(lines), start=1))
             for fault in faults:
@@ -117,6 +120,25 @@ class Collector:
                 if row_id is not None:
                     error = validation_error(fault.code, fault.message, fault.line)
                     answers.faults[row_id] = (error, again)
+
+    async def _input_of(self, batch: Batch, target: Path) -> bool:
+        """
+        Download the input file of *batch* into *target*; False when it is gone
+        (deleted once the batch was collected, which this collects again): its
+        rows then count as unanswered and are sent again.
+        """
+        try:
+            await self.service.download(batch.input_file_id, target)
+        except ApiFailure as failure:
+            if failure.status_code != HTTPStatus.NOT_FOUND:
+                raise
+            log.warning(
+                "the input file of batch %s is gone: its rows that failed validation"
+                " are sent again", batch.id,
+                extra={"event": "batch_input_gone", "batch_id": batch.id},
+            )  # fmt: skip
+            return False
+        return True
 
     def _append(self, answers: _Answers) -> int:
         written = 0

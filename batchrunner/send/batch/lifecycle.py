@@ -7,11 +7,13 @@ means, how long to back off, and the exit status.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from openai.types import Batch, FileObject
 
 from batchrunner.errors import Resumable
+from batchrunner.send.batch.names import DEPLOYMENT_KEY
 
 #: Statuses of a batch that has ended: its output and error files are final.
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -31,6 +33,21 @@ def unused_files(files: Iterable[FileObject], batches: Iterable[Batch]) -> list[
     """The ids of uploaded *files* that no batch was created from."""
     used = {batch.input_file_id for batch in batches}
     return [file.id for file in files if file.id not in used]
+
+
+def spent_files(
+    files: Iterable[FileObject], batches: Iterable[Batch], collected: AbstractSet[str]
+) -> list[str]:
+    """
+    The ids of uploaded *files* whose batch has ended and is collected: nothing
+    reads them again, and a resource keeps at most 500 batch input files.
+    """
+    spent = {
+        batch.input_file_id
+        for batch in batches
+        if batch.id in collected and not is_running(batch)
+    }
+    return [file.id for file in files if file.id in spent]
 
 
 @dataclass(frozen=True)
@@ -58,9 +75,14 @@ def validation_faults(batch: Batch) -> list[LineFault]:
 def deployment_refusal(batch: Batch, deployment: str) -> str | None:
     """
     What to tell the user when *batch* failed because *deployment* cannot run
-    batches (not a Global-Batch or Data Zone Batch deployment), else None.
+    batches (not a Global-Batch or Data Zone Batch deployment), else None. A
+    batch sent to another deployment (the user has since fixed the settings)
+    says nothing about this one: its rows are simply sent again.
     """
     if batch.status != "failed" or batch.errors is None:
+        return None
+    sent_to = (batch.metadata or {}).get(DEPLOYMENT_KEY, deployment)
+    if sent_to != deployment[-512:]:
         return None
     for error in batch.errors.data or ():
         if error.code in DEPLOYMENT_CODES:

@@ -86,7 +86,9 @@ class PartWriter:
         if len(line) > self.max_bytes:
             msg = (
                 f"row {row_id!r}: its batch request is {len(line):,} bytes, more than"
-                f" one input file may hold ({self.max_bytes:,}, batch_max_bytes)"
+                f" one input file may hold ({self.max_bytes:,}, batch_max_bytes):"
+                " shorten its prompt, raise batch_max_bytes (the service takes up to"
+                " 200 MB), or send it with --mode online"
             )
             raise ConfigError(msg)
         full = self._requests >= self.max_requests

@@ -23,6 +23,8 @@ PREFIX = "batchrunner"
 OUTPUT_KEY = "batchrunner_output"
 SUBMISSION_KEY = "batchrunner_submission"
 PART_KEY = "batchrunner_part"
+#: The deployment the lines name: a refusal of another one is old news.
+DEPLOYMENT_KEY = "batchrunner_deployment"
 #: The results file, for a person reading the service's list (values: 512 chars).
 RESULTS_KEY = "batchrunner_results"
 
@@ -58,13 +60,14 @@ class PartName:
         """The name the input file is uploaded under."""
         return f"{PREFIX}-{self.key}-{self.submission}-{self.part:04d}.jsonl"
 
-    def metadata(self, results: str) -> dict[str, str]:
+    def metadata(self, results: str, deployment: str) -> dict[str, str]:
         """The batch's ``metadata`` (at most 16 pairs, values up to 512 chars)."""
         return {
             OUTPUT_KEY: self.key,
             SUBMISSION_KEY: self.submission,
             PART_KEY: str(self.part),
             RESULTS_KEY: results[-512:],
+            DEPLOYMENT_KEY: deployment[-512:],
         }
 
 

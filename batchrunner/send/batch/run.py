@@ -11,7 +11,12 @@ from typing import Any
 
 from batchrunner.azure.client import AzureCompleter
 from batchrunner.azure.credentials import open_auth
-from batchrunner.config.settings import Settings, with_overrides
+from batchrunner.config.settings import (
+    BATCH_MAX_BYTES,
+    BATCH_MAX_REQUESTS,
+    Settings,
+    with_overrides,
+)
 from batchrunner.errors import ConfigError
 from batchrunner.records import RowResult
 from batchrunner.report.logs import Redactor
@@ -36,10 +41,32 @@ def check_batch_options(settings: Settings) -> None:
                 " --max-cost, or use --mode online"
             )
             raise ConfigError(msg)
+        _check_file_limits(settings)
         return
     for flag, given in (("--wait", settings.wait), ("--cancel", settings.cancel)):
         if given:
             msg = f"{flag} applies to --mode batch only; add --mode batch"
+            raise ConfigError(msg)
+
+
+def _check_file_limits(settings: Settings) -> None:
+    """Input files over the service's limits would fail validation every time."""
+    limits = (
+        (
+            "batch_max_requests",
+            settings.batch_max_requests,
+            BATCH_MAX_REQUESTS,
+            "requests",
+        ),
+        ("batch_max_bytes", settings.batch_max_bytes, BATCH_MAX_BYTES, "bytes"),
+    )
+    for name, value, limit, unit in limits:
+        if value > limit:
+            where = settings.sources.get(name, "default")
+            msg = (
+                f"{name} is {value:,} ({where}), over the Batch API's limit of"
+                f" {limit:,} {unit} an input file: set it to {limit:,} or less"
+            )
             raise ConfigError(msg)
 
 

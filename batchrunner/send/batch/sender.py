@@ -7,7 +7,8 @@ then exit (75 while batches run), or, with ``--wait``, poll until all have ended
 The service's own lists are the truth: a batch is this output's when its
 metadata names the output, an input file when its name does. A run killed at
 any step leaves nothing a re-run cannot sort out: an uploaded file that no batch
-uses is deleted before anything is submitted, a batch created but never heard of
+uses is deleted before anything is submitted (as is the input file of a batch
+once collected: a resource keeps at most 500), a batch created but never heard of
 is found in the list, and rows of running batches are not submitted again.
 """
 
@@ -33,6 +34,7 @@ from batchrunner.send.batch.lifecycle import (
     deployment_refusal,
     failure_text,
     is_running,
+    spent_files,
     unused_files,
     why_stopped,
 )
@@ -137,12 +139,16 @@ class BatchSender:
         else:
             await self._submit()
         self._report()
-        if self.settings.wait or (self.settings.cancel and self.running):
+        # Without --wait a cancel exits at once: cancelling can last minutes (75).
+        if self.settings.wait:
             self.ledger.failed_now.clear()  # failed from here on: for the next run
             await self._poll()
 
     async def _drop_unused_files(self, batches: list[Batch]) -> None:
-        """Delete input files a killed run uploaded but made no batch of."""
+        """
+        Delete input files a killed run uploaded but made no batch of, and those
+        of collected batches that a killed run had not deleted yet.
+        """
         files = await self.service.files_of(self.key)
         for file_id in unused_files(files, batches):
             log.info(
@@ -150,6 +156,9 @@ class BatchSender:
                 " made a batch of it", file_id,
                 extra={"event": "batch_file_unused", "file_id": file_id},
             )  # fmt: skip
+            await self.service.delete_file(file_id)
+        collected = self.collector.collected()
+        for file_id in spent_files(files, batches, collected):
             await self.service.delete_file(file_id)
 
     # --- collecting ---------------------------------------------------------
@@ -174,6 +183,8 @@ class BatchSender:
                 log.warning("batch %s failed: %s", batch.id, failure_text(batch))
         log.debug("collected %d records from %d batches", written, len(ended))
         self._report()
+        for batch in ended:  # a resource keeps at most 500 batch input files
+            await self.service.delete_file(batch.input_file_id)
         assert self.settings.deployment
         for batch in ended:
             refusal = deployment_refusal(batch, self.settings.deployment)

@@ -108,7 +108,9 @@ class Submitter:
                 if wait is None:
                     self.held_back = (
                         "the enqueued-token quota of the deployment is full: the rows"
-                        " left are submitted by a later run"
+                        " left are submitted by a later run (should it stay full while"
+                        " none of this output's batches runs, one input file may"
+                        " need more than the whole quota: lower batch_max_requests)"
                     )
                     log.warning(self.held_back, extra={"event": "batch_quota_full"})
                     return None
@@ -126,7 +128,8 @@ class Submitter:
         """
         settings = self.settings
         policy = RetryPolicy(settings.max_attempts, max_backoff=settings.max_backoff)
-        metadata = name.metadata(self.results)
+        assert settings.deployment
+        metadata = name.metadata(self.results, settings.deployment)
         endpoint = batch_url(settings.api)
         for attempt in range(1, policy.max_attempts + 1):
             try:
