@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from batchrunner.config.clock import process_started
-from batchrunner.config.layers import build_settings, find_config
+from batchrunner.config.file import find_config
+from batchrunner.config.layers import build_settings
 from batchrunner.config.settings import environment
 from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE, BatchrunnerError
 from batchrunner.flags import build_parser, flags_from

@@ -28,7 +28,8 @@ from batchrunner.azure.blob import (
     storage_secrets,
     upload_file,
 )
-from batchrunner.config.layers import build_settings, find_config
+from batchrunner.config.file import find_config
+from batchrunner.config.layers import build_settings
 from batchrunner.config.prices import answer_price, cost_of
 from batchrunner.config.settings import Settings, environment
 from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, BatchrunnerError, UsageError
