@@ -22,8 +22,8 @@ from batchrunner.cli import run
 from batchrunner.config.settings import Settings
 from batchrunner.errors import ApiFailure
 from batchrunner.records import ErrorInfo, Reply, RowResult, Usage
-from batchrunner.report.progress import print_summary
 from batchrunner.report.summary import RunStats
+from batchrunner.report.table import print_summary
 from batchrunner.simulator import SimulatorServer
 from tests.conftest import PYTHON, child_env
 from tests.test_cli import prompts, write_jsonl

@@ -38,9 +38,9 @@ from batchrunner.prepare.shards import resolve_shards, shard_label
 from batchrunner.prepare.structured import AnswerChecker, checker_for
 from batchrunner.records import RowResult, to_record
 from batchrunner.report.logs import Redactor, bind_counters, bind_run
-from batchrunner.report.progress import print_summary
 from batchrunner.report.rowlog import RowLog
 from batchrunner.report.summary import RunStats
+from batchrunner.report.table import print_summary
 from batchrunner.results.claim import hold_output, recorded_done
 from batchrunner.results.destination import Output
 from batchrunner.results.resume import error_request_ids, read_state
