@@ -6,10 +6,12 @@ sections).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from batchrunner.config.keys import SCALARS, SECTIONS, parse_scalar, unknown_key_error
+from batchrunner.config.parsing import as_text
 from batchrunner.config.price_table import (
     DEFAULT_BATCH_PRICES,
     DEFAULT_PRICES,
@@ -30,7 +32,8 @@ def find_config(explicit: str | None, cwd: Path) -> Path | None:
         if path.is_dir():
             msg = f"settings file {explicit!r} is a directory; name a .yaml file"
             raise ConfigError(msg)
-        if not path.is_file():
+        # Not is_file(): a pipe (``-c <(envsubst < base.yaml)``) is a file to read.
+        if not path.exists():
             msg = f"settings file {explicit!r} does not exist"
             raise ConfigError(msg)
         return path
@@ -92,6 +95,9 @@ def file_layer(data: dict[str, Any], path: str) -> Layer:
         elif key in SCALARS:
             layer[key] = (parse_scalar(key, raw, path), source)
         else:
+            if key in InputSettings.__dataclass_fields__:
+                msg = f"{path}: {key!r} is an input setting; put it under 'input:'"
+                raise ConfigError(f"{msg}, as input.{key}")
             raise unknown_key_error(key, path, [*SCALARS, *SECTIONS, "deployments"])
     return layer
 
@@ -114,9 +120,12 @@ def _input_settings(raw: Any, where: str) -> InputSettings:
         if key not in known:
             dotted = [f"input.{k}" for k in known]
             raise unknown_key_error(f"input.{key}", where, dotted)
-    values: dict[str, Any] = {
-        k: (None if v is None else str(v)) for k, v in raw.items()
-    }
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            values[key] = None if value is None else as_text(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: setting 'input.{key}': {exc}") from exc
     return InputSettings(**values)
 
 
@@ -138,18 +147,28 @@ def _prices(raw: Any, where: str) -> tuple[Prices, Prices]:
                 inp, out = price["input"], price.get("output", 0)
             else:
                 inp, out = price
-            online = prices[str(model)] = (float(inp), float(out))
+            online = prices[str(model)] = (_price(inp), _price(out))
             half = batch_price(online)
             given = price if isinstance(price, dict) else {}
             batch[str(model)] = (
-                float(given.get("batch_input", half[0])),
-                float(given.get("batch_output", half[1])),
+                _price(given.get("batch_input", half[0])),
+                _price(given.get("batch_output", half[1])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             msg = (
                 f"{where}: prices for {model!r} must be {{input: USD per 1M tokens,"
-                " output: USD per 1M tokens}, optionally with batch_input and"
-                " batch_output (the Batch API's; half the others by default)"
+                " output: USD per 1M tokens}, 0 or more, optionally with batch_input"
+                " and batch_output (the Batch API's; half the others by default)"
             )
             raise ConfigError(msg) from exc
     return prices, batch
+
+
+def _price(value: Any) -> float:
+    """A price in USD per million tokens: a finite number, 0 or more."""
+    if isinstance(value, bool):
+        raise TypeError(value)
+    number = float(value)
+    if not 0 <= number < math.inf:
+        raise ValueError(value)
+    return number

@@ -107,6 +107,7 @@ def run_job(
             return _dry_run(source, dry, done, shown)
         check_ready_to_send(settings)
         _check_spend_cap(settings)
+        open_cache(settings, create=False)  # a --cache file fails before any output
         settings = _for_mode(settings)
 
         def rows_left(shard_settings: Settings, results: Path) -> int:

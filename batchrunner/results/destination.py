@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from batchrunner.config.locations import is_blob_url
+from batchrunner.errors import ConfigError
 from batchrunner.results.layout import (
     backup_existing,
     journal_path,
@@ -58,14 +59,14 @@ class LocalOutput:
         self.backups: list[str] = []
         appended = append_target(self.path)
         existed = appended.exists()
-        self._lock = FileLock(appended)
+        self._lock = _locked(appended, target)
         if fresh:
             if not existed:
                 appended.unlink()  # the lock made it, empty: no earlier results
             # Moved aside under the lock, then the new file is locked in its place.
             self.backups = [str(p) for p in backup_existing(self.path)]
             self._lock.release()
-            self._lock = FileLock(append_target(self.path))
+            self._lock = _locked(append_target(self.path), target)
 
     def sync(self) -> None:
         """Local sinks write straight to the file: nothing to pass on."""
@@ -77,6 +78,20 @@ class LocalOutput:
     def close(self) -> None:
         """Release the lock."""
         self._lock.release()
+
+
+def _locked(path: Path, shown: str) -> FileLock:
+    """*path*, created if need be, locked; one we cannot create is a ``ConfigError``."""
+    try:
+        return FileLock(path)
+    except OSError as exc:
+        # check_output foresees the usual causes; this catches what access()
+        # cannot tell (a read-only mount, a special filesystem).
+        msg = (
+            f"the output {shown!r}: cannot create or open {str(path)!r}"
+            f" ({exc.strerror}); choose another --output"
+        )
+        raise ConfigError(msg) from exc
 
 
 def open_output(
