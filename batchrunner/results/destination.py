@@ -11,6 +11,7 @@ name to put in messages and in the summary.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +26,8 @@ from batchrunner.results.layout import (
     write_summary,
 )
 from batchrunner.results.lock import FileLock
+
+log = logging.getLogger("batchrunner")
 
 
 class Output(Protocol):
@@ -72,8 +75,16 @@ class LocalOutput:
         """Local sinks write straight to the file: nothing to pass on."""
 
     def finish(self, summary: dict[str, Any]) -> None:
-        """Write the summary beside the results."""
-        write_summary(summary_path(self.path), summary)
+        """Write the summary beside the results (the results stand without it)."""
+        try:
+            write_summary(summary_path(self.path), summary)
+        except OSError as exc:
+            log.error(
+                "cannot write the summary beside %s (%s); the results are complete"
+                " without it, and the next run writes it again",
+                self.shown,
+                exc.strerror or exc,
+            )
 
     def close(self) -> None:
         """Release the lock."""
