@@ -7,8 +7,8 @@ The pool: a feeder, N workers and one writer, joined by bounded streams.
 
 A worker asks the stop policy whether a row may start as it takes it, and hands
 it to the row sender; the writer is the only task that touches the output, and
-shows each result to the stats and the stop policy. The pool is the online
-``Sender``: one request a row.
+shows each result to the stats and the stop policy. The online ``Sender``
+(``send/online.py``) runs its rows through one pool: one request a row.
 """
 
 from __future__ import annotations
