@@ -1,6 +1,7 @@
 """
-The command line: parse flags, build settings, set up logging, run the job,
-and map the outcome to an exit code. Nothing else happens here.
+The command line: parse flags, build settings, set up logging, run the job (or
+merge shard results), and map the outcome to an exit code. Nothing else happens
+here, and no other module picks an exit code.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from batchrunner.config.clock import process_started
-from batchrunner.config.layers import build_settings, find_config
+from batchrunner.config.file import find_config
+from batchrunner.config.layers import build_settings
+from batchrunner.config.locations import storage_secrets
 from batchrunner.config.settings import environment
 from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE, BatchrunnerError
 from batchrunner.flags import build_parser, flags_from
-from batchrunner.report.console import json_requested, report
+from batchrunner.report.console import Parser, json_requested, report
 from batchrunner.report.logs import Redactor, configure_logging, wants_json
 
 if TYPE_CHECKING:
@@ -48,8 +51,6 @@ def run(argv: Sequence[str] | None = None, *, started: float | None = None) -> i
     started = time.monotonic() if started is None else started
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["merge"]:
-        from batchrunner.results.merge import run_merge
-
         return run_merge(argv[1:])
     parser = build_parser()
     if not argv:
@@ -97,6 +98,39 @@ def run(argv: Sequence[str] | None = None, *, started: float | None = None) -> i
     except BatchrunnerError as exc:
         report(exc, redactor, json_lines=parser.json_errors)
         return exc.exit_code
+
+
+def run_merge(argv: Sequence[str]) -> int:
+    """``merge PART... -o MERGED``: combine shard results; return the exit code."""
+    # The storage SDK loads only for the merge command.
+    from batchrunner.results.merge import build_merge_parser, merge
+
+    parser = build_merge_parser(Parser)
+    assert isinstance(parser, Parser)
+    json_errors = parser.json_errors = json_requested(argv)
+    args = parser.parse_args(argv)
+    redactor = Redactor()
+    try:
+        env = environment()
+        for secret in storage_secrets(env):
+            redactor.add(secret)
+        config = find_config(args.config, Path.cwd())
+        settings = build_settings({"log_format": args.log_format}, env, config)
+        configure_logging(
+            json_lines=wants_json(settings.log_format, sys.stderr),
+            verbosity=settings.verbosity,
+            redactor=redactor,
+        )
+        summary = merge(args.parts, args.output, settings, env)
+    except BatchrunnerError as exc:
+        report(exc, redactor, json_lines=json_errors)
+        return exc.exit_code
+    log.info(
+        "merged %d parts into %s: %d rows, %d ok, %d failed", len(args.parts),
+        args.output, summary["rows_total"], summary["rows_ok"], summary["rows_failed"],
+        extra={"event": "merged", "results": args.output, "summary": summary},
+    )  # fmt: skip
+    return EXIT_ROWS_FAILED if summary["rows_failed"] else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -16,16 +16,7 @@ from batchrunner.send.gcra import HEADROOM
 from batchrunner.send.learning import SLOW_START_GROWTH
 from batchrunner.send.pacer import CORRECTION, INITIAL_WINDOW, Pacer, Turn
 from batchrunner.send.window import WindowEstimate
-
-
-class FakeClock:
-    """A clock that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import FakeClock
 
 
 async def _no_sleep(seconds: float) -> None:

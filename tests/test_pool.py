@@ -8,11 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import pytest
 from anyio import wait_all_tasks_blocked
 
 from batchrunner.cli import run
 from batchrunner.records import Api, Request
-from batchrunner.send.pool import hand_over, take
+from batchrunner.send.pool import hand_over, take, worker_count
 from batchrunner.simulator import SimulatorServer
 from tests.test_cli import prompts, write_jsonl
 
@@ -77,3 +78,14 @@ def test_concurrency_limit_holds(azure_env: SimulatorServer, tmp_path: Path) -> 
     source = write_jsonl(tmp_path / "c.jsonl", prompts(60))
     assert run([str(source), "--concurrency", "4"]) == 0
     assert 2 <= azure_env.ledger.max_in_flight <= 4
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "rows", "workers"),
+    [(1_000_000, 10, 10), (16, 1000, 16), (16, 0, 16), (4, 4, 4)],
+)
+def test_workers_are_no_more_than_the_rows(
+    concurrency: int, rows: int, workers: int
+) -> None:
+    """A huge --concurrency over a few rows starts a task a row, not a million."""
+    assert worker_count(concurrency, rows) == workers

@@ -14,16 +14,18 @@ import re
 import struct
 import subprocess
 import termios
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from batchrunner.cli import run
+from batchrunner.config.prices import answer_price
 from batchrunner.config.settings import Settings
 from batchrunner.errors import ApiFailure
 from batchrunner.records import ErrorInfo, Reply, RowResult, Usage
-from batchrunner.report.progress import print_summary
 from batchrunner.report.summary import RunStats
+from batchrunner.report.table import print_summary
 from batchrunner.simulator import SimulatorServer
 from tests.conftest import PYTHON, child_env
 from tests.test_cli import prompts, write_jsonl
@@ -121,13 +123,13 @@ def _result(row_id: str, ok: bool, latency: int) -> RowResult:
 
 def test_summary_table_shows_the_run(capsys: pytest.CaptureFixture[str]) -> None:
     """The table has counts, tokens, cost, throughput, latencies and error examples."""
-    stats = RunStats(rows_planned=20, rows_skipped=3)
-    settings = Settings()
+    price = partial(answer_price, Settings())
+    stats = RunStats(rows_planned=20, rows_skipped=3, price_for=price)
     for i in range(20):
         stats.note_attempt(
             ApiFailure(kind="x", message="", status_code=429) if i else None
         )
-        stats.add(_result(str(i), ok=i % 10 != 0, latency=100 + i), settings)
+        stats.add(_result(str(i), ok=i % 10 != 0, latency=100 + i))
     stream = io.StringIO()
     print_summary(stats.as_dict(elapsed=4.0), json_lines=False, stream=stream)
     text = stream.getvalue()

@@ -15,6 +15,7 @@ from batchrunner.send.router import (
     Lane,
     Router,
 )
+from tests.fakes import FakeClock
 
 
 @dataclass
@@ -36,19 +37,9 @@ class FakeBudget:
         return self.rpm, self.tpm
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def router(*lanes: Lane) -> tuple[Router, Clock]:
+def router(*lanes: Lane) -> tuple[Router, FakeClock]:
     """A router over *lanes* on a hand-set clock."""
-    clock = Clock()
+    clock = FakeClock(1000.0)
     return Router(list(lanes), clock=clock), clock
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,9 @@ from batchrunner.results.layout import (
 )
 from batchrunner.results.resume import read_state
 from batchrunner.results.sinks import open_sink
+from batchrunner.simulator import SimulatorServer
+from tests.conftest import PYTHON, child_env
+from tests.test_cli import prompts, read_jsonl, write_csv
 
 FORMATS = [".jsonl", ".csv", ".parquet"]
 
@@ -270,3 +276,33 @@ def test_csv_foreign_header_is_refused(tmp_path: Path) -> None:
     path.write_text("name,age\nann,3\n")
     with pytest.raises(UsageError, match="not a CSV results file"):
         open_sink(path)
+
+
+def _limit_file_size() -> None:
+    """In the child: no file may grow past 8 KiB (writes past it get EFBIG)."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs RLIMIT_FSIZE")
+def test_results_storage_filling_up_stops_resumably(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    """A full disk is exit 75 and one line, not a traceback; the re-run finishes."""
+    source = write_csv(tmp_path / "job.csv", prompts(60))
+    command = [PYTHON, "-m", "batchrunner", str(source), "--log-format", "text"]
+    # No bytecode: the size limit would cut .pyc files short.
+    env = child_env(simulator, PYTHONDONTWRITEBYTECODE="1")
+    full = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=120, check=False,
+        preexec_fn=_limit_file_size,
+    )  # fmt: skip
+    assert full.returncode == 75, full.stderr
+    assert "Traceback" not in full.stderr
+    assert "cannot write the results to" in full.stderr
+    assert "re-run the same command to go on" in full.stderr
+    again = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert again.returncode == 0, again.stderr
+    ids = [record["id"] for record in read_jsonl(tmp_path / "job.results.jsonl")]
+    assert sorted(ids) == sorted(row["id"] for row in prompts(60))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
+from batchrunner.config.prices import answer_price
 from batchrunner.config.settings import Settings
 from batchrunner.records import Reply, RowResult, Usage
 from batchrunner.report.summary import RunStats, percentile
@@ -11,8 +14,7 @@ from batchrunner.report.summary import RunStats, percentile
 
 def test_summary_counts_tokens_cost_and_latency() -> None:
     """Rows fold into totals, cost by the reported model and percentiles."""
-    settings = Settings()
-    stats = RunStats(rows_planned=2)
+    stats = RunStats(rows_planned=2, price_for=partial(answer_price, Settings()))
     usage = Usage(prompt_tokens=1000, completion_tokens=500, total_tokens=1500)
     reply = Reply(
         output="x", embedding=None, finish_reason="stop", usage=usage,
@@ -22,7 +24,6 @@ def test_summary_counts_tokens_cost_and_latency() -> None:
         stats.add(
             RowResult(id=str(i), status="ok", reply=reply, error=None, attempts=1,
                       latency_ms=10 * (i + 1), request_id="r"),
-            settings,
         )  # fmt: skip
     summary = stats.as_dict(elapsed=2.0)
     assert summary["rows_ok"] == 2

@@ -9,13 +9,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from batchrunner.azure.token_cache import (
-    EXPIRY_MARGIN,
-    REFRESH_AHEAD,
-    Token,
-    TokenCache,
-    open_token_cache,
-)
+from batchrunner.azure.token_cache import TokenCache, open_token_cache
+from batchrunner.azure.token_expiry import EXPIRY_MARGIN, REFRESH_AHEAD, Token
 from batchrunner.errors import AuthError
 from tests.fakes import FakeClock
 

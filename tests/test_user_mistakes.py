@@ -383,3 +383,121 @@ def test_a_deployment_no_url_can_name_is_refused(
     assert run([str(source), "--deployment", name]) == 2
     assert f"the deployment {name!r} (flag) cannot be a deployment name" in refused()
     assert azure_env.ledger.count() == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_that_cannot_be_created_is_refused(
+    azure_env: SimulatorServer, tmp_path: Path, refused: Callable[[], str]
+) -> None:
+    """A folder no results file can be made in (here /proc) is one line, no trace."""
+    source = write_csv(tmp_path / "job.csv", prompts(2))
+    assert run([str(source), "-o", "/proc/batchrunner-results.jsonl"]) == 2
+    line = refused()
+    assert "/proc" in line
+    assert "choose another --output" in line
+    assert azure_env.ledger.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("output", "beside"),
+    [("out.jsonl", "out.summary.json"), ("out.parquet", "out.parquet.journal.jsonl")],
+)
+def test_a_directory_where_the_summary_or_journal_goes_is_refused(
+    azure_env: SimulatorServer,
+    tmp_path: Path,
+    refused: Callable[[], str],
+    output: str,
+    beside: str,
+) -> None:
+    """The files written beside the results are checked before a row is sent."""
+    (tmp_path / beside).mkdir()
+    source = write_csv(tmp_path / "job.csv", prompts(2))
+    assert run([str(source), "-o", str(tmp_path / output)]) == 2
+    line = refused()
+    assert f"{beside}', which is a directory" in line
+    assert azure_env.ledger.count() == 0
+    assert not (tmp_path / output).exists()
+
+
+@pytest.mark.parametrize("name", ["job.csv", "job.jsonl"])
+def test_a_renamed_id_column_the_file_lacks_is_refused(
+    azure_env: SimulatorServer, tmp_path: Path, refused: Callable[[], str], name: str
+) -> None:
+    """input.id_column naming no column is a mistake, not a reason to number rows."""
+    (tmp_path / "config.yaml").write_text("input:\n  id_column: key\n")
+    rows = prompts(2)
+    source = (write_csv if name.endswith(".csv") else write_jsonl)(
+        tmp_path / name, rows
+    )
+    assert run([str(source)]) == 2
+    line = refused()
+    assert "input.id_column is 'key', but the rows have no such column" in line
+    assert "'id', 'prompt', 'topic'" in line
+    assert azure_env.ledger.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("input:\n  prompt_column: [a]\n", "'input.prompt_column': ['a'] is a list"),
+        ("endpoint: {a: 1}\n", "'endpoint': {'a': 1} is a mapping, not text"),
+        ("template: 'Hi {text}'\n", "put it under 'input:', as input.template"),
+        ("concurrency: .inf\n", "'concurrency': inf is not a whole number"),
+        ("deadline: .inf\n", "'deadline': inf is not a positive duration"),
+        ("max_cost: .nan\n", "'max_cost': nan is not a finite number"),
+        ("prices:\n  gpt-4o-mini: {input: -1, output: 2}\n", "0 or more"),
+    ],
+)
+def test_settings_values_that_cannot_work_name_the_setting(
+    azure_env: SimulatorServer,
+    tmp_path: Path,
+    refused: Callable[[], str],
+    content: str,
+    says: str,
+) -> None:
+    """A list, a mapping, infinity or a negative price is refused, not str()-ed."""
+    (tmp_path / "settings.yaml").write_text(content)
+    source = write_csv(tmp_path / "job.csv", prompts(2))
+    assert run([str(source), "-c", str(tmp_path / "settings.yaml")]) == 2
+    assert says in refused()
+    assert azure_env.ledger.count() == 0
+
+
+@pytest.mark.parametrize("flag", ["--timeout", "--max-cost"])
+def test_an_infinite_number_on_the_command_line_is_refused(
+    azure_env: SimulatorServer, tmp_path: Path, refused: Callable[[], str], flag: str
+) -> None:
+    """inf passes every bound and then breaks what counts with it: it is refused."""
+    source = write_csv(tmp_path / "job.csv", prompts(2))
+    assert run([str(source), flag, "inf"]) == 2
+    assert "inf is not a finite number" in refused()
+    assert azure_env.ledger.count() == 0
+
+
+def test_settings_from_a_pipe_are_read(
+    azure_env: SimulatorServer, tmp_path: Path
+) -> None:
+    """-c <(envsubst < base.yaml) names a pipe: it is read, not called missing."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"dry_run: true\n")
+        os.close(write_end)
+        source = write_csv(tmp_path / "job.csv", prompts(2))
+        assert run([str(source), "-c", f"/dev/fd/{read_end}"]) == 0
+    finally:
+        os.close(read_end)
+    assert azure_env.ledger.count() == 0
+    assert not (tmp_path / "job.results.jsonl").exists()
+
+
+def test_a_cache_that_is_a_file_is_refused_before_the_output(
+    azure_env: SimulatorServer, tmp_path: Path, refused: Callable[[], str]
+) -> None:
+    """--cache naming a file says to name a directory, and leaves no results file."""
+    (tmp_path / "answers").write_text("not a directory\n")
+    source = write_csv(tmp_path / "job.csv", prompts(2))
+    assert run([str(source), "--cache", str(tmp_path / "answers")]) == 2
+    line = refused()
+    assert "name a directory for --cache" in line
+    assert azure_env.ledger.count() == 0
+    assert not (tmp_path / "job.results.jsonl").exists()

@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from batchrunner.azure.token_cache import Fetch, Token, open_token_cache
+from batchrunner.azure.token_cache import Fetch, open_token_cache
+from batchrunner.azure.token_expiry import Token
 from batchrunner.config.sections import AuthSettings
 from batchrunner.config.settings import Settings
 from batchrunner.errors import AuthError

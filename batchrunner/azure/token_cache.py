@@ -28,38 +28,18 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 from anyio.abc import TaskGroup
 
+from batchrunner.azure.token_expiry import Token, margin, next_delay
 from batchrunner.errors import AuthError
 
 log = logging.getLogger("batchrunner")
 
-#: The most a token is refreshed ahead of its expiry (azure-core uses 5 minutes).
-REFRESH_AHEAD = 300.0
-#: The most a token is retired before its expiry, so none expires in flight.
-EXPIRY_MARGIN = 30.0
-#: The longest wait between two tries of a failing refresh.
-MAX_RETRY_DELAY = 60.0
-#: The first wait after a failed refresh; it doubles with each failure.
-FIRST_RETRY_DELAY = 0.5
-#: The shortest wait between two tries, however close the expiry.
-MIN_RETRY_DELAY = 0.1
 #: The longest one fetch may take before it counts as failed.
 FETCH_TIMEOUT = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    """A bearer token and when it expires (and, optionally, should be refreshed)."""
-
-    value: str = field(repr=False)
-    #: Seconds since the epoch.
-    expires_on: float
-    #: When the issuer suggests a refresh (azure-identity's ``refresh_on``), if it does.
-    refresh_on: float | None = None
 
 
 Fetch = Callable[[], Awaitable[Token]]
@@ -135,13 +115,7 @@ class TokenCache:
         return self._token
 
     def _usable(self, token: Token) -> bool:
-        return self._clock() < token.expires_on - self._margin(token)
-
-    def _margin(self, token: Token) -> float:
-        lifetime = max(0.0, token.expires_on - self._fetched_at)
-        # Expiries come in whole seconds and requests take time to arrive: a
-        # short-lived token keeps a quarter of its life in hand.
-        return min(EXPIRY_MARGIN, lifetime / 4)
+        return self._clock() < token.expires_on - margin(token, self._fetched_at)
 
     # --- fetching -----------------------------------------------------------------
 
@@ -217,21 +191,8 @@ class TokenCache:
 
     # --- refreshing ahead of expiry -----------------------------------------------
 
-    def _refresh_at(self, token: Token) -> float:
-        lifetime = max(0.0, token.expires_on - self._fetched_at)
-        due = token.expires_on - min(REFRESH_AHEAD, lifetime / 2)
-        if token.refresh_on is not None:
-            due = min(due, token.refresh_on)
-        return min(due, token.expires_on - self._margin(token))
-
     def _next_delay(self, failures: int) -> float:
-        token, now = self._token, self._clock()
-        if failures == 0:
-            return 0.0 if token is None else max(0.0, self._refresh_at(token) - now)
-        backoff = min(MAX_RETRY_DELAY, FIRST_RETRY_DELAY * 2.0 ** (failures - 1))
-        left = 0.0 if token is None else token.expires_on - self._margin(token) - now
-        # Several tries fit in what is left of the token, however little that is.
-        return max(MIN_RETRY_DELAY, min(backoff, left / 2)) if left > 0 else backoff
+        return next_delay(self._token, self._fetched_at, self._clock(), failures)
 
     async def refresh_forever(self) -> None:
         """Replace the token ahead of its expiry, retrying with back-off on failure."""

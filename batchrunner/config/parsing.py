@@ -5,6 +5,7 @@ parser returns the value or raises ``ValueError`` saying what is wrong with it.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -27,7 +28,7 @@ def parse_duration(text: str | float | int) -> float:
             raise ValueError(msg)
         hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
         seconds = hours * 3600 + minutes * 60 + secs
-    if seconds <= 0:
+    if not 0 < seconds < math.inf:
         msg = f"{text!r} is not a positive duration"
         raise ValueError(msg)
     return seconds
@@ -68,7 +69,7 @@ def positive_int(value: Any) -> int:
         raise ValueError(msg)
     try:
         number = int(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: YAML's .inf
         msg = f"{value!r} is not a whole number"
         raise ValueError(msg) from None
     if number < 1 or number != float(value):
@@ -83,10 +84,15 @@ def as_number(value: Any) -> float:
         msg = f"{value!r} is not a number"
         raise ValueError(msg)
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         msg = f"{value!r} is not a number"
         raise ValueError(msg) from None
+    if not math.isfinite(number):
+        # inf passes every bound, and then breaks whatever counts with it.
+        msg = f"{value!r} is not a finite number"
+        raise ValueError(msg)
+    return number
 
 
 def positive_float(value: Any) -> float:
@@ -125,6 +131,11 @@ def one_of(*choices: str) -> Any:
 
 
 def as_text(value: Any) -> str:
+    """*value* as text; a list or a mapping (a YAML slip) is not one."""
+    if isinstance(value, list | tuple | dict | set):
+        kind = "a mapping" if isinstance(value, dict) else "a list"
+        msg = f"{value!r} is {kind}, not text; give a single value"
+        raise ValueError(msg)
     return str(value)
 
 

@@ -38,9 +38,9 @@ from batchrunner.prepare.shards import resolve_shards, shard_label
 from batchrunner.prepare.structured import AnswerChecker, checker_for
 from batchrunner.records import RowResult, to_record
 from batchrunner.report.logs import Redactor, bind_counters, bind_run
-from batchrunner.report.progress import print_summary
 from batchrunner.report.rowlog import RowLog
 from batchrunner.report.summary import RunStats
+from batchrunner.report.table import print_summary
 from batchrunner.results.claim import hold_output, recorded_done
 from batchrunner.results.destination import Output
 from batchrunner.results.resume import error_request_ids, read_state
@@ -107,6 +107,7 @@ def run_job(
             return _dry_run(source, dry, done, shown)
         check_ready_to_send(settings)
         _check_spend_cap(settings)
+        open_cache(settings, create=False)  # a --cache file fails before any output
         settings = _for_mode(settings)
 
         def rows_left(shard_settings: Settings, results: Path) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from batchrunner.config.sections import InputSettings
 from batchrunner.config.settings import Settings
 from batchrunner.errors import CellError, InputError
 from batchrunner.prepare.builder import RequestBuilder
@@ -53,6 +54,7 @@ def validate(
     header = None
     if kind == "csv":
         header, line = read_header(path, shown)
+        _check_id_column(settings.input, header, shown, line)
         if builder.template is not None:
             builder.template.check_columns(header, f"the header of {shown}:{line}")
         else:
@@ -64,7 +66,27 @@ def validate(
         raise located(exc, path, header) from None
     if found.rows == 0:
         raise _no_rows(shown, kind, header is not None)
+    if header is None:
+        _check_id_column(settings.input, found.columns, shown, None)
     return found
+
+
+def _check_id_column(
+    columns: InputSettings, names: list[str], path: str, line: int | None
+) -> None:
+    """
+    A renamed id column the file does not have is a mistake, not a reason to
+    number the rows (only the default ``id`` may be absent).
+    """
+    id_column = columns.id_column
+    if id_column == InputSettings().id_column or id_column in names:
+        return
+    problem = (
+        f"input.id_column is {id_column!r}, but the rows have no such column (they"
+        f" have {_listed(names)}); fix the name, or remove input.id_column to"
+        " number the rows from 1"
+    )
+    raise InputError(path, line, None, problem)
 
 
 def _no_rows(shown: str, kind: str, has_header: bool) -> InputError:

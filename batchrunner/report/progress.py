@@ -1,6 +1,7 @@
 """
-What a person watching the run sees: a live display on a terminal, periodic
-``progress`` events otherwise, and the summary table at the end.
+What a person watching the run sees while it runs: a live display on a
+terminal, periodic ``progress`` events otherwise (the table at the end is
+``report.table``'s).
 
 The live display shows rows done of the total (counted before the run starts), rows
 a second, tokens a minute against the ``--tpm`` budget, the time left, retries, 429s
@@ -17,14 +18,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
-from batchrunner.prepare.estimate import money
-from batchrunner.report.summary import BATCH_COUNTS, RunStats
+from batchrunner.report.summary import RunStats
 
 if TYPE_CHECKING:
     # rich loads when a bar or a table is drawn: a JSON-logged run (a job in a
     # container) never draws one, and its start-up should not pay for it.
     from rich.progress import Progress
-    from rich.table import Table
 
 log = logging.getLogger("batchrunner")
 
@@ -32,8 +31,6 @@ log = logging.getLogger("batchrunner")
 EVENT_INTERVAL = 10.0
 #: Least seconds between two redraws forced by finishing rows.
 _REDRAW = 0.1
-#: Longest error example shown in the summary table.
-_EXAMPLE_CHARS = 160
 
 
 class ProgressDisplay:
@@ -233,90 +230,3 @@ def _short(number: float) -> str:
         if number >= size:
             return f"{number / size:.1f}{unit}"
     return f"{number:.0f}"
-
-
-def summary_table(summary: dict[str, Any]) -> Table:
-    """The end-of-run table."""
-    from rich.table import Table
-
-    table = Table(title="batchrunner summary", show_header=False, box=None)
-    table.add_column(style="bold")
-    table.add_column()
-    for label, value in _summary_rows(summary):
-        table.add_row(label, value)
-    for error in summary["errors"]:
-        example = error["example"]
-        if len(example) > _EXAMPLE_CHARS:
-            example = example[: _EXAMPLE_CHARS - 1] + "…"
-        table.add_row(f"error {error['kind']}", f"{error['rows']:,} × e.g. {example}")
-    batches = summary.get("batches")
-    if batches is not None:
-        shown = ", ".join(f"{batches[k]:,} {k}" for k in BATCH_COUNTS)
-        table.add_row("batches", shown)
-    deployments = summary.get("deployments") or {}
-    for name, share in deployments.items() if len(deployments) > 1 else ():
-        table.add_row(f"deployment {name}", _share_text(share))
-    if summary.get("stopped"):
-        table.add_row("stopped", summary["stopped"])
-    return table
-
-
-def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    tokens = summary["tokens"]
-    cost = summary["estimated_cost_usd"]
-    latency = summary["latency_ms"]
-    rows = [
-        ("rows ok", f"{summary['rows_ok']:,}"),
-        ("rows failed", f"{summary['rows_failed']:,}"),
-        ("rows skipped (done before)", f"{summary['rows_skipped']:,}"),
-    ]
-    reused = summary.get("rows_cached", 0), summary.get("rows_shared", 0)
-    if any(reused):
-        rows.append(
-            ("rows reused (cache / same request)", f"{reused[0]:,} / {reused[1]:,}")
-        )
-    if summary["rows_not_done"]:
-        rows.append(("rows not done", f"{summary['rows_not_done']:,}"))
-    requests = f"{summary['requests']:,} / {summary['retries']:,}"
-    return [
-        *rows,
-        ("requests / retries / 429s", f"{requests} / {summary['throttled']:,}"),
-        ("tokens in / out", f"{tokens['prompt']:,} / {tokens['completion']:,}"),
-        (
-            "tokens cached / reasoning",
-            f"{tokens['cached']:,} / {tokens['reasoning']:,}",
-        ),
-        ("estimated cost", "unknown (no price)" if cost is None else money(cost)),
-        ("wall time", f"{summary['elapsed_seconds']:,.1f} s"),
-        (
-            "throughput",
-            f"{summary['rows_per_second'] or 0:,.1f} rows/s,"
-            f" {summary['tokens_per_minute'] or 0:,} tokens/min",
-        ),
-        ("latency p50 / p95", f"{_ms(latency['p50'])} / {_ms(latency['p95'])}"),
-    ]
-
-
-def _share_text(share: dict[str, Any]) -> str:
-    return (
-        f"{share['rows_ok']:,} ok / {share['rows_failed']:,} failed · requests"
-        f" {share['requests']:,} · 429s {share['throttled']:,} · errors"
-        f" {share['errors']:,} · tokens {share['tokens']['total']:,}"
-    )
-
-
-def _ms(value: int | None) -> str:
-    return "–" if value is None else f"{value:,} ms"
-
-
-def print_summary(
-    summary: dict[str, Any], *, json_lines: bool, stream: TextIO | None = None
-) -> None:
-    """The table on a terminal; one ``summary`` event in JSON mode."""
-    if json_lines:
-        log.info("run finished", extra={"event": "summary", "summary": summary})
-        return
-    from rich.console import Console
-
-    console = Console(file=stream or sys.stderr, width=120)
-    console.print(summary_table(summary))

@@ -10,8 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchrunner.config.prices import answer_price, cost_of
-from batchrunner.config.settings import Settings
+from batchrunner.config.prices import cost_of
 from batchrunner.errors import ApiFailure
 from batchrunner.records import RowResult
 
@@ -144,7 +143,7 @@ class RunStats:
         """Count one retry scheduled."""
         self.retries += 1
 
-    def add(self, result: RowResult, settings: Settings | None = None) -> None:
+    def add(self, result: RowResult) -> None:
         """Fold one finished row into the counters."""
         if result.status == "ok" and result.reply is not None:
             self.rows_ok += 1
@@ -157,7 +156,7 @@ class RunStats:
             self.total_tokens += usage.total_tokens
             self.cached_tokens += usage.cached_tokens or 0
             self.reasoning_tokens += usage.reasoning_tokens or 0
-            self._add_cost(result, settings)
+            self._add_cost(result)
             if result.deployment is not None:
                 share = self.deployment(result.deployment)
                 share.rows_ok += 1
@@ -182,15 +181,11 @@ class RunStats:
         else:
             self.rows_shared += 1
 
-    def _add_cost(self, result: RowResult, settings: Settings | None) -> None:
+    def _add_cost(self, result: RowResult) -> None:
         assert result.reply is not None
-        # Priced as the settings name the model, not as the answer reports it.
-        if settings is not None:
-            price = answer_price(settings, result.reply.model)
-        elif self.price_for is not None:
-            price = self.price_for(result.reply.model)
-        else:
-            price = None
+        # Priced as the settings name the model (price_for knows it), not as the
+        # answer reports it.
+        price = None if self.price_for is None else self.price_for(result.reply.model)
         if price is None:
             self.cost_known = False
             return

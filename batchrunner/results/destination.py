@@ -11,11 +11,13 @@ name to put in messages and in the summary.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from batchrunner.config.locations import is_blob_url
+from batchrunner.errors import ConfigError
 from batchrunner.results.layout import (
     backup_existing,
     journal_path,
@@ -24,6 +26,8 @@ from batchrunner.results.layout import (
     write_summary,
 )
 from batchrunner.results.lock import FileLock
+
+log = logging.getLogger("batchrunner")
 
 
 class Output(Protocol):
@@ -58,25 +62,47 @@ class LocalOutput:
         self.backups: list[str] = []
         appended = append_target(self.path)
         existed = appended.exists()
-        self._lock = FileLock(appended)
+        self._lock = _locked(appended, target)
         if fresh:
             if not existed:
                 appended.unlink()  # the lock made it, empty: no earlier results
             # Moved aside under the lock, then the new file is locked in its place.
             self.backups = [str(p) for p in backup_existing(self.path)]
             self._lock.release()
-            self._lock = FileLock(append_target(self.path))
+            self._lock = _locked(append_target(self.path), target)
 
     def sync(self) -> None:
         """Local sinks write straight to the file: nothing to pass on."""
 
     def finish(self, summary: dict[str, Any]) -> None:
-        """Write the summary beside the results."""
-        write_summary(summary_path(self.path), summary)
+        """Write the summary beside the results (the results stand without it)."""
+        try:
+            write_summary(summary_path(self.path), summary)
+        except OSError as exc:
+            log.error(
+                "cannot write the summary beside %s (%s); the results are complete"
+                " without it, and the next run writes it again",
+                self.shown,
+                exc.strerror or exc,
+            )
 
     def close(self) -> None:
         """Release the lock."""
         self._lock.release()
+
+
+def _locked(path: Path, shown: str) -> FileLock:
+    """*path*, created if need be, locked; one we cannot create is a ``ConfigError``."""
+    try:
+        return FileLock(path)
+    except OSError as exc:
+        # check_output foresees the usual causes; this catches what access()
+        # cannot tell (a read-only mount, a special filesystem).
+        msg = (
+            f"the output {shown!r}: cannot create or open {str(path)!r}"
+            f" ({exc.strerror}); choose another --output"
+        )
+        raise ConfigError(msg) from exc
 
 
 def open_output(

@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
@@ -25,15 +24,11 @@ from batchrunner.azure.blob import (
     is_blob_url,
     parse_blob_url,
     storage_errors,
-    storage_secrets,
     upload_file,
 )
-from batchrunner.config.layers import build_settings, find_config
 from batchrunner.config.prices import answer_price, cost_of
-from batchrunner.config.settings import Settings, environment
-from batchrunner.errors import EXIT_OK, EXIT_ROWS_FAILED, BatchrunnerError, UsageError
-from batchrunner.report.console import Parser, json_requested, report
-from batchrunner.report.logs import Redactor, configure_logging, wants_json
+from batchrunner.config.settings import Settings
+from batchrunner.errors import UsageError
 from batchrunner.report.summary import error_kind
 from batchrunner.results.destination import peek
 from batchrunner.results.layout import results_format, summary_path, write_summary
@@ -206,38 +201,3 @@ def _store(
             name = location.with_name(file.name)
             client = blob_client(name, settings.storage_account, environ)
             upload_file(client, file, append=appendable and file == merged)
-
-
-def exit_code(summary: Mapping[str, Any]) -> int:
-    """0 when every merged row is ok, 1 when some failed."""
-    return EXIT_ROWS_FAILED if summary["rows_failed"] else EXIT_OK
-
-
-def run_merge(argv: Sequence[str]) -> int:
-    """``merge PART... -o MERGED``: combine shard results; return the exit code."""
-    parser = build_merge_parser(Parser)
-    assert isinstance(parser, Parser)
-    json_errors = parser.json_errors = json_requested(argv)
-    args = parser.parse_args(argv)
-    redactor = Redactor()
-    try:
-        env = environment()
-        for secret in storage_secrets(env):
-            redactor.add(secret)
-        config = find_config(args.config, Path.cwd())
-        settings = build_settings({"log_format": args.log_format}, env, config)
-        configure_logging(
-            json_lines=wants_json(settings.log_format, sys.stderr),
-            verbosity=settings.verbosity,
-            redactor=redactor,
-        )
-        summary = merge(args.parts, args.output, settings, env)
-    except BatchrunnerError as exc:
-        report(exc, redactor, json_lines=json_errors)
-        return exc.exit_code
-    log.info(
-        "merged %d parts into %s: %d rows, %d ok, %d failed", len(args.parts),
-        args.output, summary["rows_total"], summary["rows_ok"], summary["rows_failed"],
-        extra={"event": "merged", "results": args.output, "summary": summary},
-    )  # fmt: skip
-    return exit_code(summary)

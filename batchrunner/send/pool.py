@@ -7,8 +7,8 @@ The pool: a feeder, N workers and one writer, joined by bounded streams.
 
 A worker asks the stop policy whether a row may start as it takes it, and hands
 it to the row sender; the writer is the only task that touches the output, and
-shows each result to the stats and the stop policy. The pool is the online
-``Sender``: one request a row.
+shows each result to the stats and the stop policy. The online ``Sender``
+(``send/online.py``) runs its rows through one pool: one request a row.
 """
 
 from __future__ import annotations
@@ -67,6 +67,14 @@ async def hand_over(stream: MemoryObjectSendStream[Request], item: Request) -> N
         await stream.send(item)
 
 
+def worker_count(concurrency: int, rows_planned: int) -> int:
+    """
+    As many workers as requests may be in flight, but no more than there are
+    rows (when known): a --concurrency of a million over ten rows starts ten.
+    """
+    return min(concurrency, rows_planned) if rows_planned > 0 else concurrency
+
+
 class Pool:
     """Runs requests through a *sender* and hands results to *write*."""
 
@@ -123,7 +131,9 @@ class Pool:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._feed, requests, requests_tx)
                     async with requests_rx:
-                        for _ in range(self.concurrency):
+                        for _ in range(
+                            worker_count(self.concurrency, self.stats.rows_planned)
+                        ):
                             tg.start_soon(
                                 self._worker, requests_rx.clone(), results.clone()
                             )

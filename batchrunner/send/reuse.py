@@ -75,7 +75,10 @@ class ResponseCache:
             elif Path(directory).exists() and not Path(directory).is_dir():
                 raise NotADirectoryError(20, "not a directory")
         except OSError as exc:
-            msg = f"cache directory {directory!r} ({source}): {exc.strerror}"
+            msg = (
+                f"cache directory {directory!r} ({source}): {exc.strerror}; name a"
+                " directory for --cache (it is made when missing)"
+            )
             raise ConfigError(msg) from exc
         self._warned = False
 

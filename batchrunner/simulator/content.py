@@ -1,106 +1,32 @@
 """
-Deterministic content: what each valid request is charged and answered,
-and the prompt text where scripted faults and filter words are sought.
+Deterministic content: what each valid request is charged and answered (the
+answers themselves come from ``answers``), and the prompt text where scripted
+faults and filter words are sought.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-import bpe_openai
-import numpy as np
-
-from batchrunner.prepare.tokens import TokenCounter, encoding_name_for
+from batchrunner.simulator.answers import (
+    count_text,
+    counter,
+    embedding,
+    fingerprint,
+    fit,
+    generate,
+    generate_json,
+)
 from batchrunner.simulator.config import Json, SimConfig
-from batchrunner.simulator.schemagen import structured_text
 from batchrunner.simulator.wire import (
     _OUTPUT_FILTER,
     _PROMPT_FILTER,
     _REDACTED_FILTER,
     _Reject,
 )
-
-_VOCABULARY = (
-    "the quick answer covers data model token batch request result value system"
-    " latency window quota budget prompt record output field reply stream retry"
-    " limit queue worker thread cache index vector region service client server"
-    " policy report summary detail context format schema sample metric signal"
-    " status event order range scale score trend"
-)
-
-#: Filler words of the simulated answers.
-_WORDS = _VOCABULARY.split()
-
-
-@lru_cache(maxsize=32)
-def _counter(model: str) -> TokenCounter:
-    return TokenCounter(model)
-
-
-@lru_cache(maxsize=8)
-def _encoder(model: str) -> Any:
-    name = encoding_name_for(model)
-    return bpe_openai.get_encoding(name) if name else None
-
-
-@lru_cache(maxsize=16384)
-def _count_text(model: str, text: str) -> int:
-    return _counter(model).count_text(text)
-
-
-@lru_cache(maxsize=16384)
-def _answer_text(kind: str, prompt: str, index: int, question: str) -> str:
-    """An answer echoing the question's first words, then 5-40 filler words."""
-    digest = hashlib.shake_256(f"{kind}\0{index}\0{prompt}".encode()).digest(41)
-    words = question.split()
-    head = " ".join(word[:24] for word in words[:5]) + (" …" if len(words) > 5 else "")
-    extra = " ".join(_WORDS[b % len(_WORDS)] for b in digest[1 : 6 + digest[0] % 36])
-    if kind == "chat":
-        return f"Simulated answer to '{head}': {extra}."
-    return f" Simulated completion of '{head}': {extra}."
-
-
-@lru_cache(maxsize=16384)
-def _fit(model: str, text: str, max_tokens: int | None) -> tuple[str, int, bool]:
-    """*text* cut to *max_tokens* tokens: (text, its tokens, whether it was cut)."""
-    tokens = _count_text(model, text)
-    if max_tokens is None or tokens <= max_tokens:
-        return text, tokens, False
-    encoder = _encoder(model)
-    if encoder is None:
-        return text[: max_tokens * 4], max_tokens, True
-    ids = encoder.encode_ordinary(text)[:max_tokens]
-    # A cut can split a multi-byte character; drop the fragment.
-    return encoder.decode_bytes(ids).decode("utf-8", "ignore"), max_tokens, True
-
-
-@lru_cache(maxsize=1024)
-def _embedding_bytes(text: str, dimensions: int) -> bytes:
-    """A unit vector seeded by *text*, as little-endian float32 bytes."""
-    seed = hashlib.shake_256(text.encode()).digest(dimensions * 2)
-    vector = np.frombuffer(seed, dtype="<i2").astype("<f4")
-    vector /= np.linalg.norm(vector) or 1.0
-    return vector.tobytes()
-
-
-def _embedding(text: str, dimensions: int, encoding_format: str) -> str | list[float]:
-    raw = _embedding_bytes(text, dimensions)
-    if encoding_format == "base64":
-        return base64.b64encode(raw).decode()
-    # float32 values widen to doubles exactly, so both formats decode alike.
-    vector: list[float] = np.frombuffer(raw, dtype="<f4").tolist()
-    return vector
-
-
-@lru_cache(maxsize=32)
-def _fingerprint(model: str) -> str:
-    return "fp_" + hashlib.sha256(model.encode()).hexdigest()[:10]
 
 
 def _content_text(value: Any) -> str:
@@ -168,15 +94,6 @@ def _texts(body: Json, name: str) -> list[str]:
     raise _Reject(f"'{name}' must be a string or a non-empty list of strings.", name)
 
 
-def _generate(
-    kind: str, model: str, prompt: str, index: int, max_tokens: int, question: str
-) -> tuple[str, int, str]:
-    """(text, tokens, finish_reason) of one choice."""
-    text = _answer_text(kind, prompt, index, question)
-    text, tokens, cut = _fit(model, text, max_tokens or None)
-    return text, tokens, "length" if cut else "stop"
-
-
 def _response_format(body: Json) -> Json | None:
     """The JSON answer format asked for, or None for text; a 400 when malformed."""
     value = body.get("response_format")
@@ -196,15 +113,6 @@ def _response_format(body: Json) -> Json | None:
             msg = "Missing required parameter: 'response_format.json_schema'."
             raise _Reject(msg, "response_format")
     return dict(value)
-
-
-def _generate_json(
-    model: str, prompt: str, index: int, max_tokens: int, response_format: Json
-) -> tuple[str, int, str]:
-    """(JSON text, tokens, finish_reason) of one choice of a structured answer."""
-    text = structured_text(response_format, prompt, index)
-    text, tokens, cut = _fit(model, text, max_tokens or None)
-    return text, tokens, "length" if cut else "stop"
 
 
 def _check_context(prompt_tokens: int, max_tokens: int, window: int | None) -> None:
@@ -235,15 +143,15 @@ def _plan_chat(body: Json, model: str, window: int | None = None) -> _Plan:
         raise _Reject("Each item of 'messages' must be an object.", "messages")
     n = _integer(body, "n", 1, 128)
     max_tokens = _max_tokens(body, 0)
-    prompt_tokens = _counter(model).count_chat(messages)
+    prompt_tokens = counter(model).count_chat(messages)
     _check_context(prompt_tokens, max_tokens * n, window)
     question = _content_text(messages[-1].get("content"))
     response_format = _response_format(body)
 
     def choice(prompt: str, index: int) -> tuple[str, int, str]:
         if response_format is not None:
-            return _generate_json(model, prompt, index, max_tokens, response_format)
-        return _generate("chat", model, prompt, index, max_tokens, question)
+            return generate_json(model, prompt, index, max_tokens, response_format)
+        return generate("chat", model, prompt, index, max_tokens, question)
 
     def build(call: _Call, model: str, redact: bool) -> Json:
         choices, completion_tokens = [], 0
@@ -275,7 +183,7 @@ def _plan_chat(body: Json, model: str, window: int | None = None) -> _Plan:
             "prompt_filter_results": [
                 {"prompt_index": 0, "content_filter_results": _PROMPT_FILTER}
             ],
-            "system_fingerprint": _fingerprint(model),
+            "system_fingerprint": fingerprint(model),
             "usage": {
                 "completion_tokens": completion_tokens,
                 "completion_tokens_details": {"reasoning_tokens": 0},
@@ -296,18 +204,18 @@ def _plan_completions(body: Json, model: str) -> _Plan:
         raise _Reject("best_of must be greater than or equal to n.", "best_of")
     # Legacy completions stop at 16 tokens unless told otherwise.
     max_tokens = _max_tokens(body, 16)
-    prompt_tokens = sum(_count_text(model, prompt) for prompt in prompts)
+    prompt_tokens = sum(count_text(model, prompt) for prompt in prompts)
 
     def build(call: _Call, model: str, redact: bool) -> Json:
         choices, completion_tokens = [], 0
         filters = _REDACTED_FILTER if redact else _OUTPUT_FILTER
         for i, (prompt, k) in enumerate((p, k) for p in prompts for k in range(n)):
-            text, tokens, finish = _generate(
+            text, tokens, finish = generate(
                 "completions", model, prompt, k, max_tokens, prompt
             )
             if redact:
                 # The filter cut the answer short.
-                text, tokens, _ = _fit(model, text, max(1, tokens // 2))
+                text, tokens, _ = fit(model, text, max(1, tokens // 2))
                 finish = "content_filter"
             completion_tokens += tokens
             choices.append(
@@ -347,14 +255,14 @@ def _plan_embeddings(body: Json, model: str, default_dimensions: int) -> _Plan:
     if encoding_format not in ("float", "base64"):
         msg = f"{encoding_format!r} is not one of ['float', 'base64']"
         raise _Reject(msg, "encoding_format")
-    prompt_tokens = sum(_count_text(model, text) for text in texts)
+    prompt_tokens = sum(count_text(model, text) for text in texts)
 
     def build(call: _Call, model: str, redact: bool) -> Json:
         data = [
             {
                 "object": "embedding",
                 "index": i,
-                "embedding": _embedding(text, dimensions, encoding_format),
+                "embedding": embedding(text, dimensions, encoding_format),
             }
             for i, text in enumerate(texts)
         ]
