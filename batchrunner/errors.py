@@ -118,12 +118,18 @@ class ApiFailure(BatchrunnerError):
 
     def but_retryable(self) -> ApiFailure:
         """This failure as one worth another try: a new value, this one unchanged."""
+        return self.replaced(retryable=True)
+
+    def replaced(
+        self, *, message: str | None = None, retryable: bool | None = None
+    ) -> ApiFailure:
+        """A new failure like this one but for *message* and *retryable*."""
         return ApiFailure(
             kind=self.kind,
-            message=self.message,
+            message=self.message if message is None else message,
             status_code=self.status_code,
             code=self.code,
-            retryable=True,
+            retryable=self.retryable if retryable is None else retryable,
             retry_after=self.retry_after,
             request_id=self.request_id,
             latency_ms=self.latency_ms,

@@ -164,8 +164,7 @@ def _classified(what: str, exc: openai.OpenAIError) -> ApiFailure | AuthError:
     failure = failure_from(exc)
     if failure.status_code in (401, 403):
         return AuthError(f"the service refused to {what}: {failure.message}")
-    failure.message = f"could not {what}: {failure.message}"
-    return failure
+    return failure.replaced(message=f"could not {what}: {failure.message}")
 
 
 def is_token_limit(failure: ApiFailure) -> bool:
