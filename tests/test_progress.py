@@ -146,3 +146,24 @@ def test_summary_table_shows_the_run(capsys: pytest.CaptureFixture[str]) -> None
     ):
         assert re.search(pattern, text), pattern
     assert "…" in text  # the long example is cut
+
+
+def test_batch_progress_events_count_batches_not_rates(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Off a terminal, batch mode's progress names batches and rows, no rate or eta."""
+    from collections import Counter
+
+    from batchrunner.report.progress import ProgressDisplay
+
+    stats = RunStats(rows_planned=10)
+    stats.batches = Counter(submitted=2, running=1, completed=1)
+    stats.rows_ok = 4
+    display = ProgressDisplay(10, bar=False, batches=True, clock=lambda: 5.0)
+    display.update(stats)
+    with caplog.at_level("INFO", logger="batchrunner"):
+        display.close()
+    (event,) = caplog.records
+    line = event.getMessage()
+    assert line == "batches 1 running, 1 ended, 2 submitted; 4/10 rows done, 0 failed"
+    assert event.__dict__["batches"]["running"] == 1

@@ -153,12 +153,21 @@ class ProgressDisplay:
 
     def _event(self, stats: RunStats, now: float) -> None:
         figures = progress_figures(stats, self.total, now - self._started, self.tpm)
+        if stats.batches is not None:
+            # A batch's rows arrive all at once: rates and an eta would mislead.
+            log.info(
+                "%s; %d/%d rows done, %d failed",
+                batches_text(stats.batches),
+                figures["rows_done"],
+                self.total,
+                stats.rows_failed,
+                extra={"event": "progress", **figures},
+            )
+            return
         eta = figures["eta_seconds"]
-        batches = "" if stats.batches is None else batches_text(stats.batches) + "; "
         log.info(
-            "%s%d/%d rows done, %.1f rows/s, %s tokens/min, eta %s; %d retries,"
+            "%d/%d rows done, %.1f rows/s, %s tokens/min, eta %s; %d retries,"
             " %d 429s, %d failed",
-            batches,
             figures["rows_done"],
             self.total,
             figures["rows_per_second"],
