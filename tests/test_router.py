@@ -138,7 +138,7 @@ def test_a_run_of_faults_opens_the_breaker_then_one_probe_goes() -> None:
     """Five faults open the breaker; after the cool-off exactly one probe is let out."""
     r, clock = router(Lane("a", FakeBudget()), Lane("b", FakeBudget()))
     opened = [r.faulted("a") for _ in range(BREAKER_FAULTS)]
-    assert opened == [False] * (BREAKER_FAULTS - 1) + [True]
+    assert opened == [None] * (BREAKER_FAULTS - 1) + [FIRST_COOL_OFF]
     assert {r.choose(1) for _ in range(6)} == {"b"}
     clock.now += FIRST_COOL_OFF
     picks = [r.choose(1) for _ in range(6)]
@@ -154,17 +154,29 @@ def test_a_failed_probe_doubles_the_cool_off() -> None:
         r.faulted("a")
     clock.now += FIRST_COOL_OFF
     assert r.choose(1) == "a"
-    assert r.faulted("a")
+    assert r.faulted("a") == 2 * FIRST_COOL_OFF
     assert r.wait_seconds() == pytest.approx(2 * FIRST_COOL_OFF)
     clock.now += FIRST_COOL_OFF
     assert r.choose(1) is None
+
+
+def test_faults_of_requests_sent_before_it_opened_do_not_reopen_it() -> None:
+    """Stragglers failing after the breaker opened neither restart nor lengthen
+    its cool-off (nor say again that it is out)."""
+    r, clock = router(Lane("a", FakeBudget()), Lane("b", FakeBudget()))
+    for _ in range(BREAKER_FAULTS):
+        r.faulted("a")
+    clock.now += FIRST_COOL_OFF / 2
+    assert [r.faulted("a") for _ in range(8)] == [None] * 8
+    clock.now += FIRST_COOL_OFF / 2
+    assert "a" in {r.choose(1) for _ in range(4)}  # the probe, on time
 
 
 def test_faults_with_answers_between_do_not_open_the_breaker() -> None:
     """Occasional 5xx among answers are bad luck, not a deployment down."""
     r, _ = router(Lane("a", FakeBudget()))
     for _ in range(3 * BREAKER_FAULTS):
-        assert not r.faulted("a")
+        assert r.faulted("a") is None
         r.answered("a")
     assert r.choose(1) == "a"
 

@@ -172,17 +172,25 @@ class Router:
         state = self._states[name]
         state.out_until = max(state.out_until, self.clock() + seconds)
 
-    def faulted(self, name: str) -> bool:
-        """A 5xx, reset or timeout from *name*; True when its breaker opened."""
+    def faulted(self, name: str) -> float | None:
+        """
+        A 5xx, reset or timeout from *name*; the seconds it is out for when
+        this fault opened its breaker, else None.
+        """
         state = self._states[name]
         state.faults += 1
+        now = self.clock()
+        if not state.probing and state.open_until is not None:
+            # Requests sent before it opened still end one by one: that it
+            # is down is known, and its cool-off is not to start over.
+            return None
         if not state.probing and state.faults < BREAKER_FAULTS:
-            return False
+            return None
         if state.probing:  # the probe failed: wait longer this time
             state.cool_off = min(state.cool_off * 2, MAX_COOL_OFF)
         state.probing = False
-        state.open_until = self.clock() + state.cool_off
-        return True
+        state.open_until = now + state.cool_off
+        return state.cool_off
 
     def refused(self, name: str, status: int, reason: str) -> Dropped | None:
         """A 401/403/404 from *name*: dropped for the run (None if it already was)."""

@@ -175,13 +175,19 @@ class RouteTable:
             if failure.status_code in DROP_STATUSES:
                 return self._drop(label, failure)
             if is_fault(failure):
-                if router.faulted(label):
+                cool_off = router.faulted(label)
+                if cool_off is not None:
                     self._send_elsewhere(label)
                     log.warning(
-                        "deployment %s is out after %s: trying it again later",
+                        "deployment %s is out after %s: trying it again in %.0f s",
                         label,
                         failure.message,
-                        extra={"event": "deployment_out", "deployment": label},
+                        cool_off,
+                        extra={
+                            "event": "deployment_out",
+                            "deployment": label,
+                            "seconds": cool_off,
+                        },
                     )
                 failed.add(label)
                 return router.can_take(avoid=failed)
