@@ -8,12 +8,14 @@ from __future__ import annotations
 import fcntl
 import io
 import json
+import logging
 import os
 import pty
 import re
 import struct
 import subprocess
 import termios
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,11 @@ from batchrunner.cli import run
 from batchrunner.config.settings import Settings
 from batchrunner.errors import ApiFailure
 from batchrunner.records import ErrorInfo, Reply, RowResult, Usage
-from batchrunner.report.progress import print_summary
+from batchrunner.report.progress import (
+    ProgressDisplay,
+    deployment_lines,
+    print_summary,
+)
 from batchrunner.report.summary import RunStats
 from batchrunner.simulator import SimulatorServer
 from tests.conftest import PYTHON, child_env
@@ -144,3 +150,50 @@ def test_summary_table_shows_the_run(capsys: pytest.CaptureFixture[str]) -> None
     ):
         assert re.search(pattern, text), pattern
     assert "…" in text  # the long example is cut
+
+
+def _two_deployments() -> RunStats:
+    """A run's counters after rows on two deployments, one with 429s and a failure."""
+    stats = RunStats(rows_planned=5)
+    throttled = ApiFailure(kind="RateLimitError", message="", status_code=429)
+    stats.note_attempt(throttled, "east")
+    for row_id, label in (("1", "east"), ("2", "west"), ("3", "west")):
+        stats.note_attempt(None, label)
+        stats.add(replace(_result(row_id, ok=True, latency=5), deployment=label))
+    stats.note_attempt(ApiFailure(kind="x", message="", status_code=400), "west")
+    stats.add(replace(_result("4", ok=False, latency=5), deployment="west"))
+    return stats
+
+
+def test_the_progress_line_breaks_the_counts_down_by_deployment(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Off a terminal, the progress line names each deployment's rows, requests,
+    tokens, 429s and errors; the JSON event carries the same figures."""
+    display = ProgressDisplay(5, bar=False, interval=0)
+    with caplog.at_level(logging.INFO, logger="batchrunner"):
+        display.update(_two_deployments())
+    (record,) = [r for r in caplog.records if getattr(r, "event", "") == "progress"]
+    line = record.getMessage()
+    assert "east 1 ok, 2 req, 15 tok, 1 429s, 0 err" in line
+    assert "west 2 ok, 3 req, 30 tok, 0 429s, 1 err, 1 failed" in line
+    assert record.deployments["west"]["errors"] == 1  # type: ignore[attr-defined]
+
+
+def test_the_live_display_breaks_the_counts_down_by_deployment() -> None:
+    """On a terminal, a line under the bar for each deployment, with its figures."""
+    stream = io.StringIO()
+    display = ProgressDisplay(5, bar=True, stream=stream)
+    display.update(_two_deployments())
+    display.close()
+    lines = [line.strip() for line in stream.getvalue().splitlines()]
+    assert "east 1 ok, 2 req, 15 tok, 1 429s, 0 err" in lines
+    assert "west 2 ok, 3 req, 30 tok, 0 429s, 1 err, 1 failed" in lines
+
+
+def test_one_deployment_adds_nothing_to_the_progress_line() -> None:
+    """A run on one deployment keeps the short line."""
+    stats = RunStats(rows_planned=1)
+    stats.note_attempt(None, "only")
+    stats.add(replace(_result("1", ok=True, latency=5), deployment="only"))
+    assert deployment_lines(stats) == []
