@@ -181,3 +181,22 @@ async def test_the_secondary_takes_rows_only_while_the_primary_is_out() -> None:
     assert used, "the secondary took nothing while the primary was out"
     assert first_429 < min(used) and max(used) <= back + LATENCY
     assert any(at > back + 1 for at, _ in primary.received)  # the rest went back
+
+
+async def test_when_every_deployment_is_out_the_run_waits_for_them() -> None:
+    """Both answer 429 for ten seconds: rows wait for the time asked instead of
+    failing or hammering, and every row ends ok once they are back."""
+    clock = FakeClock()
+
+    def answer(now: float) -> ApiFailure | None:
+        return throttled(2.0) if 10 <= now < 20 else None
+
+    a, b = Deployment("a", clock, answer), Deployment("b", clock, answer)
+    rows = 1_500  # about 40 s at 8 in flight, out of which 10 s out
+    entries = [(a, 10_000_000, 0), (b, 10_000_000, 0)]
+    written = await send(clock, entries, rows, concurrency=8)
+    assert_each_row_ok_once(written, rows)
+    during = sum(1 for d in (a, b) for at, _ in d.received if 10 <= at < 20)
+    # Sent freely, 8 in flight at 0.2 s would be 400 in those ten seconds; each
+    # wave of 429s holds both for 2 s, so a few waves of at most 8 each.
+    assert 0 < during <= 8 * 2 * (10 / 2 + 1)

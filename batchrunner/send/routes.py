@@ -11,9 +11,8 @@ another can take it; see ``batchrunner.send.router`` for the rules.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import anyio
 
@@ -49,8 +48,10 @@ class RouteTable:
         lanes: Sequence[Lane] = (),
         max_retry_wait: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self.routes = {route.label: route for route in routes}
+        self._sleep = sleep
         self.control = control
         self.max_retry_wait = max_retry_wait
         given = {lane.name: lane for lane in lanes}
@@ -103,9 +104,21 @@ class RouteTable:
             # Every wait ends: an answer, a deployment's cool-off, or a stop.
             if self._changed is None:
                 self._changed = anyio.Event()
-            with anyio.move_on_after(math.inf if wait is None else wait):
-                await self._changed.wait()
+            await self._until_changed(self._changed, wait)
         return None
+
+    async def _until_changed(self, changed: anyio.Event, seconds: float | None) -> None:
+        """Wait for *changed*, or *seconds* (None: no limit), whichever comes first."""
+        async with anyio.create_task_group() as race:
+
+            async def timer(seconds: float) -> None:
+                await self._sleep(seconds)
+                race.cancel_scope.cancel()
+
+            if seconds is not None:
+                race.start_soon(timer, seconds)
+            await changed.wait()
+            race.cancel_scope.cancel()
 
     async def acquire(self, route: Route, tokens: int) -> Turn | None:
         """
