@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from batchrunner.config.settings import Settings
-from batchrunner.errors import ApiFailure
+from batchrunner.errors import ApiFailure, Resumable
 from batchrunner.records import Api, Reply, Request, RowResult, Usage
 from batchrunner.report.summary import RunStats
 from batchrunner.send.deployments import multi_pool
@@ -77,8 +77,13 @@ async def send(
     deployments: Sequence[tuple[Deployment, int, int]],
     rows: int,
     concurrency: int = 32,
+    stopped: list[BaseException | None] | None = None,
+    max_retry_wait: float = 120.0,
 ) -> list[RowResult]:
-    """Run *rows* requests over (deployment, tpm, priority) entries on fake time."""
+    """
+    Run *rows* requests over (deployment, tpm, priority) entries on fake time;
+    the run's stop, if any, is put in *stopped*.
+    """
     routes, lanes = [], []
     for deployment, tpm, priority in deployments:
         pacer = Pacer(tpm=tpm, rpm=100_000, clock=clock, sleep=clock.sleep)
@@ -88,7 +93,7 @@ async def send(
     pool = multi_pool(
         routes,
         lanes,
-        Settings(concurrency=concurrency),
+        Settings(concurrency=concurrency, max_retry_wait=max_retry_wait),
         write=written.extend,
         stats=RunStats(rows_planned=rows),
         clock=clock,
@@ -110,6 +115,8 @@ async def send(
             wake = clock.next_wake
             clock.advance(STEP if wake is None else max(wake - clock.now, 0.0))
             assert clock.now < 3600, "the run did not end within an hour"
+    if stopped is not None:
+        stopped.append(pool.control.cause)
     return written
 
 
@@ -200,3 +207,40 @@ async def test_when_every_deployment_is_out_the_run_waits_for_them() -> None:
     # Sent freely, 8 in flight at 0.2 s would be 400 in those ten seconds; each
     # wave of 429s holds both for 2 s, so a few waves of at most 8 each.
     assert 0 < during <= 8 * 2 * (10 / 2 + 1)
+
+
+async def test_a_run_whose_deployments_all_stay_down_stops_to_be_resumed() -> None:
+    """Every deployment failing for longer than max_retry_wait: the run stops
+    (exit 75, re-run later) instead of probing them forever."""
+    clock = FakeClock()
+
+    def down(now: float) -> ApiFailure:
+        return ApiFailure(
+            kind="InternalServerError", message="HTTP 503", status_code=503,
+            retryable=True,
+        )  # fmt: skip
+
+    a, b = Deployment("a", clock, down), Deployment("b", clock, down)
+    stopped: list[BaseException | None] = []
+    entries = [(a, 10_000_000, 0), (b, 10_000_000, 0)]
+    written = await send(clock, entries, 50, 4, stopped, max_retry_wait=30.0)
+    (cause,) = stopped
+    assert isinstance(cause, Resumable)
+    assert "no deployment has answered for" in str(cause)
+    assert 30.0 < clock.now < 30.0 + 60.0  # after max_retry_wait, not an hour
+    assert not [r for r in written if r.status == "ok"]
+
+
+async def test_every_quota_exhausted_for_hours_stops_the_run_at_once() -> None:
+    """Both deployments ask to wait an hour: the run stops to be resumed
+    (exit 75) without waiting, and no row is failed for it."""
+    clock = FakeClock()
+    a = Deployment("a", clock, lambda now: throttled(3600.0))
+    b = Deployment("b", clock, lambda now: throttled(3600.0))
+    stopped: list[BaseException | None] = []
+    entries = [(a, 10_000_000, 0), (b, 10_000_000, 0)]
+    written = await send(clock, entries, 50, 4, stopped)
+    (cause,) = stopped
+    assert isinstance(cause, Resumable) and "quotas are exhausted" in str(cause)
+    assert clock.now < 60.0
+    assert written == []

@@ -233,3 +233,46 @@ def test_a_primary_still_learning_its_pace_is_waited_for_not_skipped() -> None:
     assert r.choose(10) is None
     primary.soon = 0.0
     assert r.choose(10) == "p"
+
+
+def test_every_breaker_open_counts_the_time_since_the_last_answer() -> None:
+    """While all are down the router tells how long none has answered; a probe
+    out, a deployment still up, or an answer ends the count."""
+    r, clock = router(Lane("a", FakeBudget()), Lane("b", FakeBudget()))
+    clock.now += 7.0
+    r.answered("b")
+    for _ in range(BREAKER_FAULTS):
+        r.faulted("a")
+    assert r.down_for() is None  # b is still up
+    clock.now += 3.0
+    for _ in range(BREAKER_FAULTS):
+        r.faulted("b")
+    assert r.down_for() == pytest.approx(3.0)
+    clock.now += FIRST_COOL_OFF
+    assert r.choose(1) is not None  # a probe goes
+    assert r.down_for() is None
+    r.faulted("a")
+    r.faulted("b")
+    assert r.down_for() == pytest.approx(3.0 + FIRST_COOL_OFF)
+    r.answered("a")
+    assert r.down_for() is None
+
+
+def test_the_wait_for_quota_counts_only_while_every_one_is_throttled() -> None:
+    """Every deployment out for a 429: the time until the first is back; one
+    out for faults instead, or one usable, and it is no quota wait."""
+    r, clock = router(Lane("a", FakeBudget()), Lane("b", FakeBudget()))
+    r.throttled("a", 300.0)
+    assert r.throttled_for() is None  # b can answer
+    r.throttled("b", 200.0)
+    assert r.throttled_for() == pytest.approx(200.0)
+    clock.now += 200.0
+    assert r.throttled_for() is None
+    r.throttled("b", 500.0)
+    r.refused("a", 404, "DeploymentNotFound")
+    assert r.throttled_for() == pytest.approx(500.0)
+    r2, _ = router(Lane("a", FakeBudget()), Lane("b", FakeBudget()))
+    r2.throttled("a", 300.0)
+    for _ in range(BREAKER_FAULTS):
+        r2.faulted("b")
+    assert r2.throttled_for() is None

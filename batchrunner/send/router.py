@@ -111,6 +111,8 @@ class Router:
         self._states = {lane.name: _State(lane) for lane in self.lanes}
         #: The last choice was put off until a deployment learning its pace answers.
         self._awaiting_answer = False
+        #: When a deployment last answered (or the run began).
+        self._last_answer = self.clock()
 
     # --- choosing --------------------------------------------------------------
 
@@ -160,6 +162,7 @@ class Router:
 
     def answered(self, name: str) -> None:
         """*name* answered (any answer that is not a fault): its breaker closes."""
+        self._last_answer = self.clock()
         state = self._states[name]
         state.faults = 0
         state.open_until = None
@@ -226,6 +229,27 @@ class Router:
             return 0.0
         times = [t for s in self._states.values() if (t := s.comes_back_at())]
         return max(0.0, min(times) - now) if times else None
+
+    def throttled_for(self) -> float | None:
+        """
+        Seconds until the first deployment comes back, while every one still
+        in the run is out for a 429; None otherwise.
+        """
+        now = self.clock()
+        states = [s for s in self._states.values() if s.dropped is None]
+        if not states or any(s.out_until <= now for s in states):
+            return None
+        return min(s.out_until for s in states) - now
+
+    def down_for(self) -> float | None:
+        """
+        Seconds since any deployment answered, while every one still in the
+        run has its breaker open with no probe out; None otherwise.
+        """
+        states = [s for s in self._states.values() if s.dropped is None]
+        if not states or any(s.open_until is None or s.probing for s in states):
+            return None
+        return self.clock() - self._last_answer
 
     @property
     def all_dropped(self) -> bool:

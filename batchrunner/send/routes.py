@@ -91,8 +91,19 @@ class RouteTable:
                 return self.routes[name]
             if router.all_dropped:
                 return None
-            wait = router.wait_seconds()
-            if wait is not None and wait > self.max_retry_wait:
+            down = router.down_for()
+            if down is not None and down > self.max_retry_wait:
+                self.control.stop(
+                    Resumable(
+                        f"no deployment has answered for {down:.0f} s, longer than"
+                        f" max_retry_wait ({self.max_retry_wait:.0f} s): each"
+                        " fails or cannot be reached (see the warnings above);"
+                        " re-run later to go on"
+                    )
+                )
+                return None
+            throttled = router.throttled_for()
+            if throttled is not None and throttled > self.max_retry_wait:
                 self.control.stop(
                     Resumable(
                         f"every deployment is out for longer than max_retry_wait"
@@ -104,7 +115,7 @@ class RouteTable:
             # Every wait ends: an answer, a deployment's cool-off, or a stop.
             if self._changed is None:
                 self._changed = anyio.Event()
-            await self._until_changed(self._changed, wait)
+            await self._until_changed(self._changed, router.wait_seconds())
         return None
 
     async def _until_changed(self, changed: anyio.Event, seconds: float | None) -> None:
