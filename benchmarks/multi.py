@@ -16,9 +16,14 @@ at the summed limits. Runs:
 - kill-4:    4 deployments with their tpm given; one (20k TPM) is killed once
              30% of the rows are done. Its rows must go to the others (0 rows
              failed) and the wall time stay near the survivors' physical limit.
+- single-N:  for comparison, one deployment holding the N deployments' summed
+             quota, run the single-deployment way (endpoint, --deployment,
+             --tpm): what splitting the quota costs. The single-deployment
+             figures themselves (naive, learned, aimd, …) are benchmarks.quota's.
 
 Targets (issue 13): given ≥ 90% of the summed limits and ≤ 1% of requests
 answered 429; learned ≥ 85% and ≤ 5%; kill 0 failed, wall ≤ 1.10 × physical.
+The last column says whether each run met its target.
 """
 
 from __future__ import annotations
@@ -143,9 +148,26 @@ def _watch_and_kill(
     return killed
 
 
+def verdict(o: Outcome) -> str:
+    """Whether *o* met the issue's target for its kind of run."""
+    kind = o.name.split("-")[0]
+    used = o.physical() / o.wall if o.wall else 0.0
+    share = o.throttled / o.requests if o.requests else 0.0
+    failed = o.summary["rows_failed"]
+    if kind == "kill":
+        met = failed == 0 and o.wall <= 1.10 * o.physical()
+    elif kind in ("given", "single"):
+        met = failed == 0 and used >= 0.90 and share <= 0.01
+    else:
+        met = failed == 0 and used >= 0.85 and share <= 0.05
+    return "met" if met else "MISSED"
+
+
 def _one(name: str, seconds: float, tmp: Path) -> Outcome:
     kind, count = name.split("-")
     limits = LIMITS[int(count)]
+    if kind == "single":
+        limits = (sum(limits),)
     headers = "remaining" if kind == "remaining" else "full"
     rows = round(sum(limits) * seconds / 60 / ROW_TOKENS)
     source = write_input(tmp / f"{name}.jsonl", rows, words=45)
@@ -171,6 +193,13 @@ def _one(name: str, seconds: float, tmp: Path) -> Outcome:
         cmd = [sys.executable, "-m", "batchrunner", str(source), "-q", "-c",
                str(config), "--log-format", "json", "--concurrency", "64",
                "-o", str(out)]  # fmt: skip
+        if kind == "single":
+            (only,) = deployments
+            config.write_text(json.dumps({
+                "model": "gpt-4o-mini", "request": {"max_tokens": MAX_TOKENS},
+            }))  # fmt: skip
+            env.update(AZURE_OPENAI_ENDPOINT=only.url, AZURE_OPENAI_API_KEY=only.key)
+            cmd += ["--deployment", "gpt-4o-mini", "--tpm", str(only.tpm)]
         done = threading.Event()
         killed: list[float] = []
         watcher = None
@@ -193,7 +222,7 @@ def _one(name: str, seconds: float, tmp: Path) -> Outcome:
 def _print(outcomes: list[Outcome]) -> None:
     print(f"{'run':11}{'TPM limits':>24}{'rows':>6}{'failed':>7}{'wall s':>8}"
           f"{'limit s':>8}{'TPM used':>9}{'429s':>6}{'429 %':>7}"
-          "  rows by deployment")  # fmt: skip
+          "  target  rows by deployment")  # fmt: skip
     for o in outcomes:
         physical = o.physical()
         used = physical / o.wall if o.wall else 0
@@ -201,16 +230,17 @@ def _print(outcomes: list[Outcome]) -> None:
         limits = "+".join(f"{t // 1000}k" for t in o.limits)
         by = " ".join(
             f"{k}:{v['rows_ok']}" + (f"/{v['throttled']}×429" if v["throttled"] else "")
-            for k, v in sorted(o.summary["deployments"].items())
+            for k, v in sorted(o.summary.get("deployments", {}).items())
         )
         print(f"{o.name:11}{limits:>24}{o.rows:6}{o.summary['rows_failed']:7}"
               f"{o.wall:8.1f}{physical:8.1f}{used:9.1%}{o.throttled:6}{share:7.1%}"
-              f"  {by}")  # fmt: skip
+              f"  {verdict(o):6}  {by}")  # fmt: skip
     print(json.dumps([
         {"name": o.name, "limits": o.limits, "rows": o.rows, "wall": o.wall,
          "physical": round(o.physical(), 2), "requests": o.requests,
          "throttled": o.throttled, "charged": o.charged,
-         "rows_failed": o.summary["rows_failed"], "killed_at": o.killed_at}
+         "rows_failed": o.summary["rows_failed"], "killed_at": o.killed_at,
+         "target": verdict(o)}
         for o in outcomes
     ]))  # fmt: skip
 
@@ -220,7 +250,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument(
         "--runs",
-        default="given-2,given-4,learned-2,learned-4,remaining-2,remaining-4,kill-4",
+        default="given-2,given-4,learned-2,learned-4,remaining-2,remaining-4,kill-4,"
+        "single-2,single-4",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -87,6 +87,29 @@ def test_the_environment_gives_the_list_as_json(tmp_path: Path) -> None:
             "api_key_env names 'NOPE_KEY', which is not set",
         ),
         ("[just-a-string]", "deployments[0] must be a mapping"),
+        (
+            "[{endpoint: https://a.b, deployment: d, tpm: .inf}]",
+            "tpm inf is not a finite number",
+        ),
+        ("[{endpoint: https://a.b, deployment: d, weight: .inf}]", "weight inf"),
+        ("[{endpoint: https://a.b, deployment: d, weight: .nan}]", "weight nan"),
+        ("[{endpoint: https://a.b, deployment: [d, e]}]", "deployment ['d', 'e']"),
+        ("[{endpoint: {url: https://a.b}, deployment: d}]", "is not text"),
+        ("[{endpoint: https://a.b, deployment: d, name: [x]}]", "name ['x']"),
+        (
+            "[{endpoint: https://a.b, deployment: d, api_key_env: [K]}]",
+            "api_key_env ['K'] is not text",
+        ),
+        (
+            "[{endpoint: https://a.b, deployment: 'gpt 4o'}]",
+            "deployments[0] (a.b/gpt 4o): deployment 'gpt 4o' cannot be",
+        ),
+        ("[{endpoint: 'https://a b.c', deployment: d}]", "is not a URL"),
+        (
+            "[{endpoint: https://a.b, deployment: d},"
+            " {name: backup, endpoint: 'ftp://c.d', deployment: d}]",
+            "deployments[1] (backup): endpoint 'ftp://c.d' is not a URL",
+        ),
     ],
 )
 def test_a_bad_entry_is_named_with_its_fault(

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from batchrunner.cli import run
+from batchrunner.send.router import BREAKER_FAULTS
 from batchrunner.simulator import SimConfig, SimulatorServer
 from batchrunner.simulator.identity import IdentityServer, TokenIssuer
 from tests.conftest import DEPLOYMENT
@@ -318,3 +319,51 @@ def test_the_single_deployment_settings_are_not_used_and_a_line_says_so(
     err = capsys.readouterr().err
     assert "AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_DEPLOYMENT/--deployment" in err
     assert "not used" in err
+
+
+def test_a_deployment_answering_5xx_is_taken_out_after_a_few(
+    servers: Callable[..., SimulatorServer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A deployment answering only 503 opens its breaker once, after a handful of
+    requests; its rows go to the other and every row ends ok."""
+    broken = servers("a", fault_rates={"503": 1.0})
+    working = servers("b")
+    source = job(tmp_path, 60, entry("a", broken), entry("b", working))
+    argv = [str(source), "--log-format", "text", "--concurrency", "4"]
+    assert run(argv) == 0
+    found = assert_each_row_ok_once(tmp_path, 60)
+    assert {r["deployment"] for r in found} == {"b"}
+    outs = [
+        x for x in capsys.readouterr().err.splitlines() if "deployment a is out" in x
+    ]
+    assert len(outs) == 1 and "trying it again in 5 s" in outs[0]
+    # The faults that open it, and the requests already on their way.
+    assert broken.ledger.count(503) <= BREAKER_FAULTS + 4
+
+
+def test_the_environment_variable_runs_the_deployments_it_lists(
+    servers: Callable[..., SimulatorServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """BATCHRUNNER_DEPLOYMENTS as JSON, no settings file: both answer, records
+    carry the labels (the default one too), and the keys are nowhere."""
+    a = servers("a")
+    b = servers("b")
+    unnamed = {k: v for k, v in entry("b", b).items() if k != "name"}
+    monkeypatch.setenv("BATCHRUNNER_DEPLOYMENTS", json.dumps([entry("a", a), unnamed]))
+    source = write_jsonl(tmp_path / "job.jsonl", prompts(40))
+    assert run([str(source), "--log-format", "json", "--concurrency", "4"]) == 0
+    found = assert_each_row_ok_once(tmp_path, 40)
+    default = f"{b.url.split('://')[1]}/{DEPLOYMENT}"
+    assert Counter(r["deployment"] for r in found) == {
+        "a": a.ledger.count(200),
+        default: b.ledger.count(200),
+    }
+    assert a.ledger.count(200) > 0 and b.ledger.count(200) > 0
+    out, err = capsys.readouterr()
+    texts = [out, err] + [p.read_text() for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(key not in text for key in KEYS.values() for text in texts)

@@ -8,12 +8,15 @@ from __future__ import annotations
 import fcntl
 import io
 import json
+import logging
 import os
 import pty
 import re
 import struct
 import subprocess
 import termios
+from collections import Counter
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from batchrunner.config.prices import answer_price
 from batchrunner.config.settings import Settings
 from batchrunner.errors import ApiFailure
 from batchrunner.records import ErrorInfo, Reply, RowResult, Usage
+from batchrunner.report.progress import ProgressDisplay, deployment_lines
 from batchrunner.report.summary import RunStats
 from batchrunner.report.table import print_summary
 from batchrunner.simulator import SimulatorServer
@@ -152,10 +156,6 @@ def test_batch_progress_events_count_batches_not_rates(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Off a terminal, batch mode's progress names batches and rows, no rate or eta."""
-    from collections import Counter
-
-    from batchrunner.report.progress import ProgressDisplay
-
     stats = RunStats(rows_planned=10)
     stats.batches = Counter(submitted=2, running=1, completed=1)
     stats.rows_ok = 4
@@ -167,3 +167,50 @@ def test_batch_progress_events_count_batches_not_rates(
     line = event.getMessage()
     assert line == "batches 1 running, 1 ended, 2 submitted; 4/10 rows done, 0 failed"
     assert event.__dict__["batches"]["running"] == 1
+
+
+def _two_deployments() -> RunStats:
+    """A run's counters after rows on two deployments, one with 429s and a failure."""
+    stats = RunStats(rows_planned=5)
+    throttled = ApiFailure(kind="RateLimitError", message="", status_code=429)
+    stats.note_attempt(throttled, "east")
+    for row_id, label in (("1", "east"), ("2", "west"), ("3", "west")):
+        stats.note_attempt(None, label)
+        stats.add(replace(_result(row_id, ok=True, latency=5), deployment=label))
+    stats.note_attempt(ApiFailure(kind="x", message="", status_code=400), "west")
+    stats.add(replace(_result("4", ok=False, latency=5), deployment="west"))
+    return stats
+
+
+def test_the_progress_line_breaks_the_counts_down_by_deployment(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Off a terminal, the progress line names each deployment's rows, requests,
+    tokens, 429s and errors; the JSON event carries the same figures."""
+    display = ProgressDisplay(5, bar=False, interval=0)
+    with caplog.at_level(logging.INFO, logger="batchrunner"):
+        display.update(_two_deployments())
+    (record,) = [r for r in caplog.records if getattr(r, "event", "") == "progress"]
+    line = record.getMessage()
+    assert "east 1 ok, 2 req, 15 tok, 1 429s, 0 err" in line
+    assert "west 2 ok, 3 req, 30 tok, 0 429s, 1 err, 1 failed" in line
+    assert record.deployments["west"]["errors"] == 1  # type: ignore[attr-defined]
+
+
+def test_the_live_display_breaks_the_counts_down_by_deployment() -> None:
+    """On a terminal, a line under the bar for each deployment, with its figures."""
+    stream = io.StringIO()
+    display = ProgressDisplay(5, bar=True, stream=stream)
+    display.update(_two_deployments())
+    display.close()
+    lines = [line.strip() for line in stream.getvalue().splitlines()]
+    assert "east 1 ok, 2 req, 15 tok, 1 429s, 0 err" in lines
+    assert "west 2 ok, 3 req, 30 tok, 0 429s, 1 err, 1 failed" in lines
+
+
+def test_one_deployment_adds_nothing_to_the_progress_line() -> None:
+    """A run on one deployment keeps the short line."""
+    stats = RunStats(rows_planned=1)
+    stats.note_attempt(None, "only")
+    stats.add(replace(_result("1", ok=True, latency=5), deployment="only"))
+    assert deployment_lines(stats) == []

@@ -129,7 +129,7 @@ def test_a_run_of_faults_opens_the_breaker_then_one_probe_goes() -> None:
     """Five faults open the breaker; after the cool-off exactly one probe is let out."""
     r, clock = router(Lane("a", FakeBudget()), Lane("b", FakeBudget()))
     opened = [r.faulted("a") for _ in range(BREAKER_FAULTS)]
-    assert opened == [False] * (BREAKER_FAULTS - 1) + [True]
+    assert opened == [None] * (BREAKER_FAULTS - 1) + [FIRST_COOL_OFF]
     assert {r.choose(1) for _ in range(6)} == {"b"}
     clock.now += FIRST_COOL_OFF
     picks = [r.choose(1) for _ in range(6)]
@@ -145,17 +145,29 @@ def test_a_failed_probe_doubles_the_cool_off() -> None:
         r.faulted("a")
     clock.now += FIRST_COOL_OFF
     assert r.choose(1) == "a"
-    assert r.faulted("a")
+    assert r.faulted("a") == 2 * FIRST_COOL_OFF
     assert r.wait_seconds() == pytest.approx(2 * FIRST_COOL_OFF)
     clock.now += FIRST_COOL_OFF
     assert r.choose(1) is None
+
+
+def test_faults_of_requests_sent_before_it_opened_do_not_reopen_it() -> None:
+    """Stragglers failing after the breaker opened neither restart nor lengthen
+    its cool-off (nor say again that it is out)."""
+    r, clock = router(Lane("a", FakeBudget()), Lane("b", FakeBudget()))
+    for _ in range(BREAKER_FAULTS):
+        r.faulted("a")
+    clock.now += FIRST_COOL_OFF / 2
+    assert [r.faulted("a") for _ in range(8)] == [None] * 8
+    clock.now += FIRST_COOL_OFF / 2
+    assert "a" in {r.choose(1) for _ in range(4)}  # the probe, on time
 
 
 def test_faults_with_answers_between_do_not_open_the_breaker() -> None:
     """Occasional 5xx among answers are bad luck, not a deployment down."""
     r, _ = router(Lane("a", FakeBudget()))
     for _ in range(3 * BREAKER_FAULTS):
-        assert not r.faulted("a")
+        assert r.faulted("a") is None
         r.answered("a")
     assert r.choose(1) == "a"
 
@@ -212,3 +224,46 @@ def test_a_primary_still_learning_its_pace_is_waited_for_not_skipped() -> None:
     assert r.choose(10) is None
     primary.soon = 0.0
     assert r.choose(10) == "p"
+
+
+def test_every_breaker_open_counts_the_time_since_the_last_answer() -> None:
+    """While all are down the router tells how long none has answered; a probe
+    out, a deployment still up, or an answer ends the count."""
+    r, clock = router(Lane("a", FakeBudget()), Lane("b", FakeBudget()))
+    clock.now += 7.0
+    r.answered("b")
+    for _ in range(BREAKER_FAULTS):
+        r.faulted("a")
+    assert r.down_for() is None  # b is still up
+    clock.now += 3.0
+    for _ in range(BREAKER_FAULTS):
+        r.faulted("b")
+    assert r.down_for() == pytest.approx(3.0)
+    clock.now += FIRST_COOL_OFF
+    assert r.choose(1) is not None  # a probe goes
+    assert r.down_for() is None
+    r.faulted("a")
+    r.faulted("b")
+    assert r.down_for() == pytest.approx(3.0 + FIRST_COOL_OFF)
+    r.answered("a")
+    assert r.down_for() is None
+
+
+def test_the_wait_for_quota_counts_only_while_every_one_is_throttled() -> None:
+    """Every deployment out for a 429: the time until the first is back; one
+    out for faults instead, or one usable, and it is no quota wait."""
+    r, clock = router(Lane("a", FakeBudget()), Lane("b", FakeBudget()))
+    r.throttled("a", 300.0)
+    assert r.throttled_for() is None  # b can answer
+    r.throttled("b", 200.0)
+    assert r.throttled_for() == pytest.approx(200.0)
+    clock.now += 200.0
+    assert r.throttled_for() is None
+    r.throttled("b", 500.0)
+    r.refused("a", 404, "DeploymentNotFound")
+    assert r.throttled_for() == pytest.approx(500.0)
+    r2, _ = router(Lane("a", FakeBudget()), Lane("b", FakeBudget()))
+    r2.throttled("a", 300.0)
+    for _ in range(BREAKER_FAULTS):
+        r2.faulted("b")
+    assert r2.throttled_for() is None

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from batchrunner.config.values import check_deployment
 from batchrunner.errors import ConfigError
 
 #: The keys an entry may have, in the order ``--show-config`` shows them.
@@ -109,14 +111,27 @@ def _entry(item: Any, where: str, environ: Mapping[str, str]) -> Deployment:
             keys = ", ".join(ENTRY_KEYS)
             msg = f"{where}: unknown key {key!r}{also} (an entry takes {keys})"
             raise ConfigError(msg)
+    name = item.get("name")
+    if name is not None:
+        name = _text(name, "name", where)
+        if not name:
+            msg = f"{where}: 'name' is empty; leave it out for the default label"
+            raise ConfigError(msg)
+        where = f"{where} ({name})"
     endpoint = _endpoint(item.get("endpoint"), where)
     deployment = _required_text(item.get("deployment"), "deployment", where)
-    name = item.get("name")
-    label = default_name(endpoint, deployment) if name is None else str(name)
-    where = f"{where} ({label})"
-    if not label.strip():
-        msg = f"{where}: 'name' is empty; leave it out for the default label"
-        raise ConfigError(msg)
+    label = default_name(endpoint, deployment) if name is None else name
+    if name is None:
+        where = f"{where} ({label})"
+    try:
+        check_deployment(deployment, "")
+    except ConfigError:
+        msg = (
+            f"{where}: deployment {deployment!r} cannot be a deployment name: names"
+            " are letters, digits, '-', '_' and '.'; copy it from the portal's"
+            " Deployments page"
+        )
+        raise ConfigError(msg) from None
     key_env, key = _key(item.get("api_key_env"), where, environ)
     return Deployment(
         name=label,
@@ -131,13 +146,22 @@ def _entry(item: Any, where: str, environ: Mapping[str, str]) -> Deployment:
     )
 
 
+def _text(value: Any, key: str, where: str) -> str:
+    """*value* as text: a string, or a number YAML read from a bare 5."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        msg = f"{where}: {key} {value!r} is not text; write it as a string"
+        raise ConfigError(msg)
+    return str(value).strip()
+
+
 def _required_text(value: Any, key: str, where: str) -> str:
-    if value is None or not str(value).strip():
+    text = None if value is None else _text(value, key, where)
+    if not text:
         msg = (
             f"{where}: no {key!r} given; every entry needs an endpoint and a deployment"
         )
         raise ConfigError(msg)
-    return str(value).strip()
+    return text
 
 
 def _endpoint(value: Any, where: str) -> str:
@@ -147,7 +171,7 @@ def _endpoint(value: Any, where: str) -> str:
         parts.port  # noqa: B018  (raises on a port that is not a number)
     except ValueError:
         parts = parts._replace(netloc="")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.hostname or " " in text:
         msg = (
             f"{where}: endpoint {text!r} is not a URL; write it as"
             " https://<resource>.openai.azure.com"
@@ -161,7 +185,7 @@ def _key(
 ) -> tuple[str | None, str | None]:
     if value is None:
         return None, None
-    name = str(value).strip()
+    name = _text(value, "api_key_env", where)
     if not name:
         msg = f"{where}: 'api_key_env' is empty; name the variable that holds the key"
         raise ConfigError(msg)
@@ -214,7 +238,11 @@ def _number(value: Any, key: str, where: str) -> float:
         msg = f"{where}: {key} {value!r} is not a number"
         raise ConfigError(msg)
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         msg = f"{where}: {key} {value!r} is not a number"
         raise ConfigError(msg) from None
+    if not math.isfinite(number):
+        msg = f"{where}: {key} {value!r} is not a finite number"
+        raise ConfigError(msg)
+    return number

@@ -5,9 +5,10 @@ terminal, periodic ``progress`` events otherwise (the table at the end is
 
 The live display shows rows done of the total (counted before the run starts), rows
 a second, tokens a minute against the ``--tpm`` budget, the time left, retries, 429s
-and failures. Log lines printed meanwhile go above it. Off a terminal, a ``progress``
-event with the same counters is logged every ``progress_interval`` seconds while rows
-finish, and once at the end: one JSON object a line with ``--log-format json``.
+and failures, and with several deployments each one's rows, requests, tokens, 429s
+and errors. Log lines printed meanwhile go above it. Off a terminal, a ``progress``
+event with the same counters is logged every ``progress_interval`` seconds while
+rows finish, and once at the end: one JSON object a line with ``--log-format json``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
 from batchrunner.report.summary import RunStats
@@ -59,6 +60,8 @@ class ProgressDisplay:
         self._stats: RunStats | None = None
         self._bar: Progress | None = None
         self._moved: list[tuple[logging.StreamHandler[Any], Any]] = []
+        #: The live display's lines under the bar: each deployment's figures.
+        self._shares: list[str] = []
         if bar:
             self._start_bar(stream or sys.stderr)
 
@@ -82,7 +85,18 @@ class ProgressDisplay:
                 TimeRemainingColumn(),
             ]
         )
-        self._bar = Progress(
+        from rich.text import Text
+
+        shown = self._shares
+
+        class WithShares(Progress):
+            """The bar, and under it a line for each deployment of the run."""
+
+            def get_renderables(self) -> Iterator[Any]:
+                yield from super().get_renderables()
+                yield from (Text(f"  {line}") for line in shown)
+
+        self._bar = WithShares(
             TextColumn("[bold]rows"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -138,7 +152,7 @@ class ProgressDisplay:
             counts += f" · [red]failed {stats.rows_failed}[/]"
         if stats.rows_cached or stats.rows_shared:
             counts += f" · reused {stats.rows_cached + stats.rows_shared}"
-        counts += _deployments_text(stats)
+        self._shares[:] = deployment_lines(stats)
         self._bar.update(
             self._task,
             completed=figures["rows_done"],
@@ -165,9 +179,10 @@ class ProgressDisplay:
             )
             return
         eta = figures["eta_seconds"]
+        shares = " · ".join(deployment_lines(stats))
         log.info(
             "%d/%d rows done, %.1f rows/s, %s tokens/min, eta %s; %d retries,"
-            " %d 429s, %d failed",
+            " %d 429s, %d failed%s",
             figures["rows_done"],
             self.total,
             figures["rows_per_second"],
@@ -176,6 +191,7 @@ class ProgressDisplay:
             stats.retries,
             stats.throttled,
             stats.rows_failed,
+            f"; {shares}" if shares else "",
             extra={"event": "progress", **figures},
         )
 
@@ -218,15 +234,20 @@ def progress_figures(
     }
 
 
-def _deployments_text(stats: RunStats) -> str:
-    """Rows, 429s and errors of each deployment, when there are several."""
+def deployment_lines(stats: RunStats) -> list[str]:
+    """
+    Each deployment's rows, requests, tokens, 429s and errors, when a run has
+    several: ``east 38 ok, 40 req, 1.8k tok, 2 429s, 0 err``.
+    """
     if len(stats.by_deployment) < 2:
-        return ""
-    parts = [
-        f"{name} {share.rows_ok:,} ok {share.throttled} 429s {share.errors} err"
+        return []
+    return [
+        f"{name} {share.rows_ok:,} ok, {share.requests:,} req,"
+        f" {_short(share.total_tokens)} tok, {share.throttled} 429s,"
+        f" {share.errors} err"
+        + (f", {share.rows_failed} failed" if share.rows_failed else "")
         for name, share in stats.by_deployment.items()
     ]
-    return " · " + " · ".join(parts)
 
 
 def _tokens_text(per_minute: int, budget: int | None) -> str:

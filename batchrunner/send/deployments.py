@@ -133,7 +133,12 @@ def multi_pool(
     control = StopPolicy(settings.stops, deadline_from=deadline_from)
     retries = settings.retries
     table = RouteTable(
-        routes, control, lanes=lanes, max_retry_wait=retries.max_retry_wait, clock=clock
+        routes,
+        control,
+        lanes=lanes,
+        max_retry_wait=retries.max_retry_wait,
+        clock=clock,
+        sleep=sleep,
     )
     sender = RowSender(
         table, retries, control, stats, hooks=hooks, sleep=sleep, clock=clock

@@ -111,6 +111,8 @@ class Router:
         self._states = {lane.name: _State(lane) for lane in self.lanes}
         #: The last choice was put off until a deployment learning its pace answers.
         self._awaiting_answer = False
+        #: When a deployment last answered (or the run began).
+        self._last_answer = self.clock()
 
     # --- choosing --------------------------------------------------------------
 
@@ -160,6 +162,7 @@ class Router:
 
     def answered(self, name: str) -> None:
         """*name* answered (any answer that is not a fault): its breaker closes."""
+        self._last_answer = self.clock()
         state = self._states[name]
         state.faults = 0
         state.open_until = None
@@ -172,17 +175,25 @@ class Router:
         state = self._states[name]
         state.out_until = max(state.out_until, self.clock() + seconds)
 
-    def faulted(self, name: str) -> bool:
-        """A 5xx, reset or timeout from *name*; True when its breaker opened."""
+    def faulted(self, name: str) -> float | None:
+        """
+        A 5xx, reset or timeout from *name*; the seconds it is out for when
+        this fault opened its breaker, else None.
+        """
         state = self._states[name]
         state.faults += 1
+        now = self.clock()
+        if not state.probing and state.open_until is not None:
+            # Requests sent before it opened still end one by one: that it
+            # is down is known, and its cool-off is not to start over.
+            return None
         if not state.probing and state.faults < BREAKER_FAULTS:
-            return False
+            return None
         if state.probing:  # the probe failed: wait longer this time
             state.cool_off = min(state.cool_off * 2, MAX_COOL_OFF)
         state.probing = False
-        state.open_until = self.clock() + state.cool_off
-        return True
+        state.open_until = now + state.cool_off
+        return state.cool_off
 
     def refused(self, name: str, status: int, reason: str) -> Dropped | None:
         """A 401/403/404 from *name*: dropped for the run (None if it already was)."""
@@ -218,6 +229,27 @@ class Router:
             return 0.0
         times = [t for s in self._states.values() if (t := s.comes_back_at())]
         return max(0.0, min(times) - now) if times else None
+
+    def throttled_for(self) -> float | None:
+        """
+        Seconds until the first deployment comes back, while every one still
+        in the run is out for a 429; None otherwise.
+        """
+        now = self.clock()
+        states = [s for s in self._states.values() if s.dropped is None]
+        if not states or any(s.out_until <= now for s in states):
+            return None
+        return min(s.out_until for s in states) - now
+
+    def down_for(self) -> float | None:
+        """
+        Seconds since any deployment answered, while every one still in the
+        run has its breaker open with no probe out; None otherwise.
+        """
+        states = [s for s in self._states.values() if s.dropped is None]
+        if not states or any(s.open_until is None or s.probing for s in states):
+            return None
+        return self.clock() - self._last_answer
 
     @property
     def all_dropped(self) -> bool:

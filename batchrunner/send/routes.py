@@ -11,9 +11,8 @@ another can take it; see ``batchrunner.send.router`` for the rules.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import anyio
 
@@ -49,8 +48,10 @@ class RouteTable:
         lanes: Sequence[Lane] = (),
         max_retry_wait: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self.routes = {route.label: route for route in routes}
+        self._sleep = sleep
         self.control = control
         self.max_retry_wait = max_retry_wait
         given = {lane.name: lane for lane in lanes}
@@ -90,8 +91,19 @@ class RouteTable:
                 return self.routes[name]
             if router.all_dropped:
                 return None
-            wait = router.wait_seconds()
-            if wait is not None and wait > self.max_retry_wait:
+            down = router.down_for()
+            if down is not None and down > self.max_retry_wait:
+                self.control.stop(
+                    Resumable(
+                        f"no deployment has answered for {down:.0f} s, longer than"
+                        f" max_retry_wait ({self.max_retry_wait:.0f} s): each"
+                        " fails or cannot be reached (see the warnings above);"
+                        " re-run later to go on"
+                    )
+                )
+                return None
+            throttled = router.throttled_for()
+            if throttled is not None and throttled > self.max_retry_wait:
                 self.control.stop(
                     Resumable(
                         f"every deployment is out for longer than max_retry_wait"
@@ -103,9 +115,21 @@ class RouteTable:
             # Every wait ends: an answer, a deployment's cool-off, or a stop.
             if self._changed is None:
                 self._changed = anyio.Event()
-            with anyio.move_on_after(math.inf if wait is None else wait):
-                await self._changed.wait()
+            await self._until_changed(self._changed, router.wait_seconds())
         return None
+
+    async def _until_changed(self, changed: anyio.Event, seconds: float | None) -> None:
+        """Wait for *changed*, or *seconds* (None: no limit), whichever comes first."""
+        async with anyio.create_task_group() as race:
+
+            async def timer(seconds: float) -> None:
+                await self._sleep(seconds)
+                race.cancel_scope.cancel()
+
+            if seconds is not None:
+                race.start_soon(timer, seconds)
+            await changed.wait()
+            race.cancel_scope.cancel()
 
     async def acquire(self, route: Route, tokens: int) -> Turn | None:
         """
@@ -175,13 +199,19 @@ class RouteTable:
             if failure.status_code in DROP_STATUSES:
                 return self._drop(label, failure)
             if is_fault(failure):
-                if router.faulted(label):
+                cool_off = router.faulted(label)
+                if cool_off is not None:
                     self._send_elsewhere(label)
                     log.warning(
-                        "deployment %s is out after %s: trying it again later",
+                        "deployment %s is out after %s: trying it again in %.0f s",
                         label,
                         failure.message,
-                        extra={"event": "deployment_out", "deployment": label},
+                        cool_off,
+                        extra={
+                            "event": "deployment_out",
+                            "deployment": label,
+                            "seconds": cool_off,
+                        },
                     )
                 failed.add(label)
                 return router.can_take(avoid=failed)
