@@ -42,7 +42,10 @@ def _completer(
     simulator: SimulatorServer, transport: str = "aiohttp", **options: Any
 ) -> AzureCompleter:
     return AzureCompleter(
-        _settings(transport, **options), endpoint=simulator.url, api_key=SECRET_KEY
+        _settings(transport, **options).client,
+        endpoint=simulator.url,
+        deployment=DEPLOYMENT,
+        api_key=SECRET_KEY,
     )
 
 
@@ -67,8 +70,8 @@ def test_aiohttp_is_the_default_and_httpx_the_escape_hatch() -> None:
     timeout = httpx2.Timeout(5.0)
     default = build_settings({}, {}, None)
     chosen = build_settings({}, {"BATCHRUNNER_HTTP_TRANSPORT": "httpx"}, None)
-    assert type(http_client(default, timeout)) is AiohttpClient
-    assert type(http_client(chosen, timeout)) is httpx2.AsyncClient
+    assert type(http_client(default.client, timeout)) is AiohttpClient
+    assert type(http_client(chosen.client, timeout)) is httpx2.AsyncClient
     assert chosen.sources["http_transport"] == "env BATCHRUNNER_HTTP_TRANSPORT"
 
 
@@ -148,7 +151,10 @@ async def test_refused_connection_is_a_connect_error() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     completer = AzureCompleter(
-        _settings(), endpoint=f"http://127.0.0.1:{port}", api_key=SECRET_KEY
+        _settings().client,
+        endpoint=f"http://127.0.0.1:{port}",
+        deployment=DEPLOYMENT,
+        api_key=SECRET_KEY,
     )
     try:
         failure = await _failure(completer, "hi")
@@ -272,7 +278,10 @@ async def test_sdk_requests_are_byte_identical_on_both_transports(
     recorder, url = capture
     for transport in TRANSPORTS:
         completer = AzureCompleter(
-            _settings(transport), endpoint=url, api_key=SECRET_KEY
+            _settings(transport).client,
+            endpoint=url,
+            deployment=DEPLOYMENT,
+            api_key=SECRET_KEY,
         )
         try:
             reply = await completer.complete(_chat("same bytes"))
@@ -296,7 +305,10 @@ async def test_proxy_credentials_go_to_the_proxy(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", proxy.replace("http://", "http://user:pw@"))
     completer = AzureCompleter(
-        _settings(transport), endpoint="http://azure.invalid", api_key=SECRET_KEY
+        _settings(transport).client,
+        endpoint="http://azure.invalid",
+        deployment=DEPLOYMENT,
+        api_key=SECRET_KEY,
     )
     try:
         await completer.complete(_chat("via the proxy"))

@@ -27,7 +27,7 @@ from batchrunner.azure.headers import (
 )
 from batchrunner.azure.transport import AiohttpClient
 from batchrunner.azure.urlcache import install as install_url_cache
-from batchrunner.config.settings import Settings
+from batchrunner.config.groups import ClientSettings
 from batchrunner.errors import ApiFailure
 from batchrunner.records import Api, RateLimits, Reply, Request, Usage
 
@@ -53,7 +53,7 @@ PATHS = {
 class AzureCompleter:
     """
     Sends requests with the official SDK: retries off (``max_retries=0``, they are
-    ours), one connection pool sized to *settings.concurrency*.
+    ours), one connection pool of *client.connections*.
 
     Requests go through the client's raw ``post``: the same auth, routing,
     api-version, headers, timeouts and errors as ``chat.completions.create``,
@@ -65,22 +65,20 @@ class AzureCompleter:
 
     def __init__(
         self,
-        settings: Settings,
+        client: ClientSettings,
         *,
         endpoint: str,
+        deployment: str,
         api_key: str | None = None,
         token_provider: TokenProvider | None = None,
-        deployment: str | None = None,
     ) -> None:
-        # One entry of ``deployments:`` names its own; else the run's.
-        self.deployment = deployment or settings.deployment
-        assert self.deployment
+        self.deployment = deployment
         install_url_cache()
-        timeout = httpx2.Timeout(settings.timeout, connect=min(settings.timeout, 10.0))
-        self._http = http_client(settings, timeout)
+        timeout = httpx2.Timeout(client.timeout, connect=min(client.timeout, 10.0))
+        self._http = http_client(client, timeout)
         self.sdk = AsyncAzureOpenAI(
             azure_endpoint=endpoint,
-            api_version=settings.api_version,
+            api_version=client.api_version,
             api_key=api_key,
             azure_ad_token_provider=token_provider,
             max_retries=0,
@@ -122,16 +120,16 @@ class AzureCompleter:
         await self._http.aclose()
 
 
-def http_client(settings: Settings, timeout: httpx2.Timeout) -> httpx2.AsyncClient:
+def http_client(client: ClientSettings, timeout: httpx2.Timeout) -> httpx2.AsyncClient:
     """
-    The SDK's HTTP client: one pool of *settings.concurrency* connections, over
+    The SDK's HTTP client: one pool of *client.connections* connections, over
     aiohttp unless the settings say httpx (the SDK's default transport).
     """
     limits = httpx2.Limits(
-        max_connections=settings.concurrency,
-        max_keepalive_connections=settings.concurrency,
+        max_connections=client.connections,
+        max_keepalive_connections=client.connections,
     )
-    if settings.http_transport == "httpx":
+    if client.http_transport == "httpx":
         return httpx2.AsyncClient(limits=limits, timeout=timeout)
     return AiohttpClient(limits=limits, timeout=timeout)
 

@@ -85,27 +85,29 @@ class Auth:
 async def open_auth(
     settings: Settings,
     *,
+    api_key: str | None,
     on_secret: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Auth]:
     """
-    The credential for this run, for as long as the block lasts.
+    The credential for this run, for as long as the block lasts; *api_key* is
+    the endpoint's key, when it has one (the settings', or a simulator's).
 
     An Entra ID token is fetched here, before any row is sent, so a run with no
     working identity fails at once with exit 3 (``AuthError``).
     """
     secrets = [os.environ[name] for name in _SECRET_VARIABLES if os.environ.get(name)]
-    kind = _effective_kind(settings)
+    kind = _effective_kind(settings, api_key)
     if kind == "api_key":
-        if not settings.api_key:
+        if not api_key:
             msg = "auth is api_key, but AZURE_OPENAI_API_KEY is not set"
             raise AuthError(msg)
-        yield Auth(api_key=settings.api_key, secrets=[settings.api_key, *secrets])
+        yield Auth(api_key=api_key, secrets=[api_key, *secrets])
         return
     if kind == "ad_token":
         assert settings.ad_token
         yield _static_token(settings, settings.ad_token, secrets)
         return
-    if settings.api_key:
+    if api_key:
         log.info("auth is %s: AZURE_OPENAI_API_KEY is not used", settings.auth.kind)
     _quiet_azure_logs()
     started = False
@@ -151,20 +153,22 @@ async def open_deployment_auths(
     if len(keyed) == len(settings.deployments):
         yield keyed
         return
-    async with open_auth(settings, on_secret=on_secret) as shared:
+    async with open_auth(
+        settings, api_key=settings.api_key, on_secret=on_secret
+    ) as shared:
         auths = {entry.name: keyed.get(entry.name, shared)
                  for entry in settings.deployments}  # fmt: skip
         yield auths
 
 
-def _effective_kind(settings: Settings) -> str:
+def _effective_kind(settings: Settings, api_key: str | None) -> str:
     """``api_key``, ``ad_token`` or an Entra ID kind; ``auto`` resolved."""
     if settings.simulate:
         return "api_key"  # the simulator takes its own key
     kind = settings.auth.kind
     if kind != "auto":
         return kind
-    if settings.api_key:
+    if api_key:
         if settings.ad_token:
             log.info("both an API key and an Entra ID token are set; using the key")
         return "api_key"

@@ -1,12 +1,13 @@
 """
 The settings each stage takes: small frozen groups cut from the run's settings
-(``Settings.pacing``, ``.retries``, ``.stops``), so a stage sees only what it
-uses and a test builds only that.
+(``Settings.pacing``, ``.retries``, ``.stops``, ``.client``), so a stage sees only
+what it uses and a test builds only that; and ``Endpoint``, where requests go, a
+value found at run time when ``--simulate`` starts a simulator.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from batchrunner.config.values import FailureLimit
 
@@ -47,3 +48,27 @@ class StopSettings:
     deployment: str | None = None
     #: (prompt, completion) US dollars per million tokens; None: no price known.
     price: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """How the SDK client talks to a deployment: API version, timeout, transport."""
+
+    api_version: str
+    #: Seconds a request may take before it is abandoned (and retried).
+    timeout: float = 60.0
+    #: ``aiohttp`` (ours, the default) or ``httpx`` (the SDK's own).
+    http_transport: str = "aiohttp"
+    #: The connection pool's size: the most requests in flight.
+    connections: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """
+    Where requests go, and the key that opens it when auth is by key: the
+    settings' own, or a simulator's found when ``--simulate`` starts one.
+    """
+
+    url: str
+    api_key: str | None = field(default=None, repr=False)

@@ -18,7 +18,13 @@ from typing import Any
 from batchrunner.config.deployments import (
     Deployment,
 )
-from batchrunner.config.groups import PacingSettings, RetrySettings, StopSettings
+from batchrunner.config.groups import (
+    ClientSettings,
+    Endpoint,
+    PacingSettings,
+    RetrySettings,
+    StopSettings,
+)
 from batchrunner.config.price_table import DEFAULT_BATCH_PRICES, DEFAULT_PRICES
 from batchrunner.config.sections import AuthSettings, InputSettings
 from batchrunner.config.values import (
@@ -184,6 +190,21 @@ class Settings:
     def pacing(self) -> PacingSettings:
         """What the pacer and the pool take."""
         return PacingSettings(rpm=self.rpm, tpm=self.tpm, concurrency=self.concurrency)
+
+    @property
+    def client(self) -> ClientSettings:
+        """What the SDK client takes."""
+        return ClientSettings(
+            api_version=self.api_version,
+            timeout=self.timeout,
+            http_transport=self.http_transport,
+            connections=self.concurrency,
+        )
+
+    @property
+    def target(self) -> Endpoint | None:
+        """The endpoint of the settings (None without one: ``deployments:``)."""
+        return Endpoint(self.endpoint, self.api_key) if self.endpoint else None
 
     @property
     def retries(self) -> RetrySettings:

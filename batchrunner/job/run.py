@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from batchrunner.config.groups import Endpoint
 from batchrunner.config.locations import storage_secrets
 from batchrunner.config.prices import answer_price
 from batchrunner.config.settings import (
@@ -160,24 +161,25 @@ def _send(
     )  # fmt: skip
     bar = not json_lines and settings.verbosity >= 0 and sys.stderr.isatty()
     sending_started = time.monotonic()
-    with _endpoint(settings) as live:
-        redactor.add(live.api_key)
+    with _endpoint(settings) as endpoint:
+        if endpoint is not None:
+            redactor.add(endpoint.api_key)
         sink = open_sink(output.path, checker.columns if checker is not None else ())
         output.sync()  # opening may have cut off a torn tail
-        rows = RowLog(prompts=live.log_prompts)
+        rows = RowLog(prompts=settings.log_prompts)
         plan = SendPlan(
-            requests=lambda skip: rows.watch(source.requests(live, skip)),
+            requests=lambda skip: rows.watch(source.requests(settings, skip)),
             done=state.done_ids,
             failed=state.failed_ids,
-            rows_left=lambda done: source.count(live, done, found.rows)[0],
-            row_columns=lambda: source.row_columns(live),
+            rows_left=lambda done: source.count(settings, done, found.rows)[0],
+            row_columns=lambda: source.row_columns(settings),
             write=_writer_for(sink, output, rows),
             stats=stats,
             output=output.path,
             shown=output.shown,
             deadline_from=started,
         )
-        sender = _sender_for(live, output, checker, found, redactor, bar)
+        sender = _sender_for(settings, endpoint, output, checker, found, redactor, bar)
         try:
             ending = anyio.run(sender.send, plan)
         finally:
@@ -188,6 +190,7 @@ def _send(
 
 def _sender_for(
     settings: Settings,
+    endpoint: Endpoint | None,
     output: Output,
     checker: AnswerChecker | None,
     found: Validated,
@@ -198,8 +201,10 @@ def _sender_for(
     if settings.mode == "batch":
         from batchrunner.send.batch.run import BatchRun
 
+        assert endpoint is not None  # batch mode takes no deployments: list
         return BatchRun(
             settings,
+            endpoint=endpoint,
             failed_requests=error_request_ids(output.path),
             check=checker.check if checker is not None else None,
             redactor=redactor,
@@ -208,7 +213,9 @@ def _sender_for(
     from batchrunner.send.online import OnlineSender
 
     hooks = run_hooks(settings, checker, found.repeats)
-    return OnlineSender(settings, redactor=redactor, hooks=hooks, bar=bar)
+    return OnlineSender(
+        settings, endpoint=endpoint, redactor=redactor, hooks=hooks, bar=bar
+    )
 
 
 def _load_send_stage(settings: Settings) -> None:
@@ -274,10 +281,13 @@ def _dry_run(
 
 
 @contextlib.contextmanager
-def _endpoint(settings: Settings) -> Iterator[Settings]:
-    """The settings to send with: the real endpoint, or a simulator's."""
+def _endpoint(settings: Settings) -> Iterator[Endpoint | None]:
+    """
+    Where to send: the settings' endpoint (None with ``deployments:``, whose
+    entries name their own), or a simulator's, started for the run.
+    """
     if not settings.simulate:
-        yield settings
+        yield settings.target
         return
     from batchrunner.simulator import SimConfig, SimulatorServer
 
@@ -291,7 +301,7 @@ def _endpoint(settings: Settings) -> Iterator[Settings]:
         log.info(
             "simulating Azure OpenAI at %s", server.url, extra={"event": "simulator"}
         )
-        yield with_overrides(settings, endpoint=server.url, api_key=key)
+        yield Endpoint(server.url, key)
 
 
 def _writer_for(

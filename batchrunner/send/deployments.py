@@ -101,11 +101,11 @@ def deployment_routes(
     for entry in settings.deployments:
         auth = auths[entry.name]
         client = AzureCompleter(
-            settings,
+            settings.client,
             endpoint=entry.endpoint,
+            deployment=entry.deployment,
             api_key=auth.api_key,
             token_provider=auth.token_provider,
-            deployment=entry.deployment,
         )
         pacer = Pacer(entry.rpm, entry.tpm, clock=clock, sleep=sleep)
         route = Route(client, pacer, entry.name, on_unauthorized=auth.on_unauthorized)

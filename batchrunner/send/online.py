@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from batchrunner.azure.client import AzureCompleter, Completer
 from batchrunner.azure.credentials import Auth, open_auth, open_deployment_auths
+from batchrunner.config.groups import Endpoint
 from batchrunner.config.settings import Settings
 from batchrunner.report.logs import Redactor
 from batchrunner.report.progress import ProgressDisplay
@@ -24,11 +25,14 @@ class OnlineSender:
         self,
         settings: Settings,
         *,
+        endpoint: Endpoint | None,
         redactor: Redactor,
         hooks: RowHooks | None,
         bar: bool,
     ) -> None:
         self.settings = settings
+        #: None with ``deployments:``, whose entries each name their own.
+        self.endpoint = endpoint
         self.redactor = redactor
         self.hooks = hooks
         self.bar = bar
@@ -42,7 +46,10 @@ class OnlineSender:
                 settings, on_secret=self.redactor.add
             ) as auths:
                 return await self._send(plan, auths)
-        async with open_auth(settings, on_secret=self.redactor.add) as auth:
+        assert self.endpoint is not None
+        async with open_auth(
+            settings, api_key=self.endpoint.api_key, on_secret=self.redactor.add
+        ) as auth:
             return await self._send(plan, auth)
 
     async def _send(self, plan: SendPlan, auth: Auth | dict[str, Auth]) -> Ending:
@@ -81,10 +88,11 @@ class OnlineSender:
                 deadline_from=plan.deadline_from,
             )  # fmt: skip
             return pool, [route.client for route in routes]
-        assert settings.endpoint
+        assert self.endpoint is not None and settings.deployment
         client = AzureCompleter(
-            settings,
-            endpoint=settings.endpoint,
+            settings.client,
+            endpoint=self.endpoint.url,
+            deployment=settings.deployment,
             api_key=auth.api_key,
             token_provider=auth.token_provider,
         )

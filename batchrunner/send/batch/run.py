@@ -7,10 +7,12 @@ progress display, wired around a ``SendPlan``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from batchrunner.azure.client import AzureCompleter
 from batchrunner.azure.credentials import open_auth
+from batchrunner.config.groups import Endpoint
 from batchrunner.config.settings import (
     BATCH_MAX_BYTES,
     BATCH_MAX_REQUESTS,
@@ -90,12 +92,14 @@ class BatchRun:
         self,
         settings: Settings,
         *,
+        endpoint: Endpoint,
         failed_requests: set[str],
         check: Callable[[RowResult], RowResult] | None,
         redactor: Redactor,
         bar: bool,
     ) -> None:
         self.settings = settings
+        self.endpoint = endpoint
         #: Request ids of the error records already written (not written again).
         self.failed_requests = failed_requests
         self.check = check
@@ -105,14 +109,18 @@ class BatchRun:
     async def send(self, plan: SendPlan) -> Ending:
         """Sign in, then collect, submit and maybe wait; how it ended."""
         settings = self.settings
-        async with open_auth(settings, on_secret=self.redactor.add) as auth:
+        endpoint = self.endpoint
+        async with open_auth(
+            settings, api_key=endpoint.api_key, on_secret=self.redactor.add
+        ) as auth:
             for secret in auth.secrets:
                 self.redactor.add(secret)
-            assert settings.endpoint
+            assert settings.deployment
             # Files reach 200 MB: httpx streams them, where aiohttp reads them whole.
             client = AzureCompleter(
-                with_overrides(settings, http_transport="httpx", concurrency=4),
-                endpoint=settings.endpoint,
+                replace(settings.client, http_transport="httpx", connections=4),
+                endpoint=endpoint.url,
+                deployment=settings.deployment,
                 api_key=auth.api_key,
                 token_provider=auth.token_provider,
             )
