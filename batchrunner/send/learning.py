@@ -115,6 +115,18 @@ class Learner:
             requests.sent(now, 1)
             charged.sent(now, tokens)
 
+    def unbook(self, tokens: int) -> None:
+        """A request of *tokens* was paced but is not sent: give its slot back."""
+        for rate, cost in zip(self.rates, (1, max(tokens, 1)), strict=True):
+            rate.unbook(cost)
+
+    def refused(self, tokens: int) -> None:
+        """A request of *tokens* that was sent will never be taken: unbook it."""
+        self.unbook(tokens)
+        if self.estimates is not None:
+            for estimate, cost in zip(self.estimates, (1, tokens), strict=True):
+                estimate.refused(cost)
+
     # --- answers --------------------------------------------------------------
 
     def answered(

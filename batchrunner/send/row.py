@@ -283,7 +283,9 @@ class RowSender:
             limit = route.pacer.token_limit()
             if limit is not None and tokens > limit:
                 # Sent before the quota was known, and the answer told it: the
-                # service would refuse this row forever, so waiting is no use.
+                # service would refuse this row forever, so waiting is no use;
+                # nor need the rows after it wait out what was booked for it.
+                route.pacer.refused(tokens)
                 raise QuotaExceeded(tokens, limit) from failure
             wait = failure.retry_after or 1.0
             most = self.retries.max_retry_wait
