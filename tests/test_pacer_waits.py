@@ -91,6 +91,7 @@ async def test_a_cancelled_request_gives_its_place_back() -> None:
     assert len(turns) == INITIAL_WINDOW
 
 
+@pytest.mark.timeout(10)
 async def test_a_quota_learned_while_a_request_waits_fails_it_unbooked() -> None:
     """A request over a quota learned while it waited fails, booking nothing."""
     clock = FakeClock()
@@ -115,6 +116,7 @@ async def test_a_quota_learned_while_a_request_waits_fails_it_unbooked() -> None
     assert pacer.ready_in(10) == 0
 
 
+@pytest.mark.timeout(10)
 async def test_a_request_refused_as_over_the_quota_gives_its_booking_back() -> None:
     """Sent before the quota was known, then refused for it: the next need not wait."""
     clock = FakeClock()
@@ -125,6 +127,28 @@ async def test_a_request_refused_as_over_the_quota_gives_its_booking_back() -> N
         assert pacer.ready_in(10) > 60
         pacer.refused(5000)
     assert pacer.ready_in(10) == 0
+
+
+@pytest.mark.timeout(10)
+async def test_a_booking_given_back_wakes_the_requests_waiting_behind_it() -> None:
+    """Requests waiting for a slot behind a refused request look again at once."""
+    clock = FakeClock()
+    pacer = Pacer(tpm=60_000, clock=clock, sleep=clock.sleep)
+    seen: list[str] = []
+
+    async def behind() -> None:
+        (await pacer.acquire(10)).release()
+        seen.append("sent")
+
+    with await pacer.acquire(50_000):  # 50 s of the budget booked
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(behind)
+            await wait_all_tasks_blocked()
+            assert clock.sleeping == 1
+            assert seen == []
+            pacer.refused(50_000)
+    assert seen == ["sent"]
+    assert clock.now == 0
 
 
 def _jsonl(path: Path, prompts: list[str]) -> Path:

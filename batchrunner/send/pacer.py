@@ -150,6 +150,7 @@ class Pacer:
             self._check_quota(tokens)
         except QuotaExceeded:
             self._learner.unbook(tokens)
+            self._waits.unbooked()
             turn.release()
             raise
         except BaseException:
@@ -184,7 +185,7 @@ class Pacer:
     async def _pace(self, tokens: int) -> None:
         while True:
             while (ahead := self._next_start()[1] - self._clock()) > HORIZON_SECONDS:
-                await self._waits.wait(ahead - HORIZON_SECONDS)
+                await self._waits.wait(ahead - HORIZON_SECONDS, on_unbook=True)
             pauses = self._pauses
             delay = self.reserve(tokens)
             if delay > SLACK_SECONDS:
@@ -211,7 +212,7 @@ class Pacer:
         it), so the requests after it need not wait out its share of the budget.
         """
         self._learner.refused(tokens)
-        self._waits.changed()
+        self._waits.unbooked()
 
     def pause(self, seconds: float) -> None:
         """Hold every new request for *seconds* (the service asked us to wait)."""
