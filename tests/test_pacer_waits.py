@@ -151,6 +151,17 @@ async def test_a_booking_given_back_wakes_the_requests_waiting_behind_it() -> No
     assert clock.now == 0
 
 
+@pytest.mark.timeout(10)
+async def test_a_throttled_request_holds_the_others_only_for_the_pause() -> None:
+    """A 429 gives back what was booked for the refused request: the pause remains."""
+    clock = FakeClock()
+    pacer = Pacer(tpm=60_000, clock=clock, sleep=clock.sleep)
+    with await pacer.acquire(50_000):  # 50 s of the budget booked
+        assert pacer.ready_in(10) > 45
+        pacer.throttled(2.0, sent_at=0.0, tokens=50_000)
+    assert pacer.ready_in(10) == 2.0
+
+
 def _jsonl(path: Path, prompts: list[str]) -> Path:
     path.write_text(
         "".join(

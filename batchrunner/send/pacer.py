@@ -242,3 +242,4 @@ class Pacer:
         """
         self.pause(seconds)
         self._learner.throttled(self._clock(), seconds, sent_at, tokens)
+        self._waits.unbooked()
