@@ -1,8 +1,9 @@
 """
 The project's simulator set to answer as Microsoft's own Azure OpenAI API
 simulator did when batchrunner was run against it (issue 14): every answer
-reports ``gpt-3.5-turbo`` whatever the deployment, a 404 has no ``code``, and
-a refused key is FastAPI's ``{"detail": …}``.
+reports ``gpt-3.5-turbo`` whatever the deployment, a 404 has no ``code``, a
+refused key is FastAPI's ``{"detail": …}``, and answers carry only the
+``x-ratelimit-remaining-*`` headers (no limits).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def foreign_config() -> SimConfig:
         key_denied_body={"detail": KEY_REFUSED},
         not_found_body={"error": NOT_FOUND},
         retry_after_ms=50,
+        rate_headers="remaining",
     )
 
 

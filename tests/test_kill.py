@@ -148,3 +148,20 @@ def test_sigint_exits_130(simulator: SimulatorServer, tmp_path: Path) -> None:
     os.kill(proc.pid, signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode == 130
+
+
+def test_sigterm_while_rows_wait_for_the_pacer_does_not_wait_out_the_grace(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    """At 1 rpm rows wait a minute for their turn: SIGTERM ends them at once (143)."""
+    (tmp_path / "config.yaml").write_text("grace_seconds: 600\n")
+    source = make_input(tmp_path)
+    results = tmp_path / "job.results.jsonl"
+    proc = start(source, simulator, "--rpm", "1", "--concurrency", "4")
+    wait_for_records(results, 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    # Far under both the grace period and the next turn a minute away.
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err.decode()
+    assert set(ok_ids(results)) == {"r0"}
+    assert len(simulator.ledger.entries) == 1

@@ -15,8 +15,11 @@ from anyio import wait_all_tasks_blocked
 
 from batchrunner.cli import run
 from batchrunner.errors import QuotaExceeded
+from batchrunner.records import RateLimits
 from batchrunner.send.pacer import INITIAL_WINDOW, Pacer, PacerStopped
 from batchrunner.simulator import SimulatorServer
+from tests.fakes import FakeClock
+from tests.foreign import foreign_simulator
 
 
 async def _stopped_while_waiting(pacer: Pacer) -> list[str]:
@@ -86,6 +89,77 @@ async def test_a_cancelled_request_gives_its_place_back() -> None:
                 await anyio.sleep_forever()
     turns = [await pacer.acquire(10) for _ in range(INITIAL_WINDOW)]
     assert len(turns) == INITIAL_WINDOW
+
+
+@pytest.mark.timeout(10)
+async def test_a_quota_learned_while_a_request_waits_fails_it_unbooked() -> None:
+    """A request over a quota learned while it waited fails, booking nothing."""
+    clock = FakeClock()
+    pacer = Pacer(rpm=60, clock=clock, sleep=clock.sleep)  # tokens a minute unknown
+    (await pacer.acquire(10)).release()
+    outcome: list[str] = []
+
+    async def too_big() -> None:
+        try:
+            await pacer.acquire(5000)
+        except QuotaExceeded:
+            outcome.append("over quota")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(too_big)
+        await wait_all_tasks_blocked()
+        assert clock.sleeping == 1  # its slot is a second after the first one's
+        pacer.observe(RateLimits(limit_tokens=1000))
+        clock.advance(2)
+    assert outcome == ["over quota"]
+    # Booked at 1,000 tokens a minute, it would have held the next one 5 minutes.
+    assert pacer.ready_in(10) == 0
+
+
+@pytest.mark.timeout(10)
+async def test_a_request_refused_as_over_the_quota_gives_its_booking_back() -> None:
+    """Sent before the quota was known, then refused for it: the next need not wait."""
+    clock = FakeClock()
+    pacer = Pacer(clock=clock, sleep=clock.sleep)
+    with await pacer.acquire(5000):
+        # Its answer tells the quota: what went before it is booked against it.
+        pacer.observe(RateLimits(limit_tokens=1000))
+        assert pacer.ready_in(10) > 60
+        pacer.refused(5000)
+    assert pacer.ready_in(10) == 0
+
+
+@pytest.mark.timeout(10)
+async def test_a_booking_given_back_wakes_the_requests_waiting_behind_it() -> None:
+    """Requests waiting for a slot behind a refused request look again at once."""
+    clock = FakeClock()
+    pacer = Pacer(tpm=60_000, clock=clock, sleep=clock.sleep)
+    seen: list[str] = []
+
+    async def behind() -> None:
+        (await pacer.acquire(10)).release()
+        seen.append("sent")
+
+    with await pacer.acquire(50_000):  # 50 s of the budget booked
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(behind)
+            await wait_all_tasks_blocked()
+            assert clock.sleeping == 1
+            assert seen == []
+            pacer.refused(50_000)
+    assert seen == ["sent"]
+    assert clock.now == 0
+
+
+@pytest.mark.timeout(10)
+async def test_a_throttled_request_holds_the_others_only_for_the_pause() -> None:
+    """A 429 gives back what was booked for the refused request: the pause remains."""
+    clock = FakeClock()
+    pacer = Pacer(tpm=60_000, clock=clock, sleep=clock.sleep)
+    with await pacer.acquire(50_000):  # 50 s of the budget booked
+        assert pacer.ready_in(10) > 45
+        pacer.throttled(2.0, sent_at=0.0, tokens=50_000)
+    assert pacer.ready_in(10) == 2.0
 
 
 def _jsonl(path: Path, prompts: list[str]) -> Path:
@@ -159,3 +233,20 @@ def test_a_stop_wakes_rows_waiting_on_the_pacer_at_once(
     assert azure_env.ledger.count() == 1
     summary = json.loads((tmp_path / "s.results.summary.json").read_text())
     assert "not found" in summary["stopped"]
+
+
+@pytest.mark.timeout(60)
+def test_a_row_found_over_a_learned_quota_does_not_hold_up_the_rest(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Remaining-only headers, no budgets: a row over quota fails, the rest go on."""
+    with foreign_simulator(monkeypatch) as server:
+        server.config.tpm, server.config.rpm = 6000, None
+        server.config.window = 2.0
+        long_prompt = "lorem ipsum dolor sit amet " * 3000  # ~20k tokens estimated
+        prompts = [long_prompt] + [f"q{i}" for i in range(40)]
+        source = _jsonl(tmp_path / "l.jsonl", prompts)
+        assert run([str(source), "--concurrency", "4"]) == 1
+    records = _records(tmp_path / "l.results.jsonl")
+    assert records["r0"]["error"]["type"] == "OverQuota"  # type: ignore[index]
+    assert sum(r["status"] == "ok" for r in records.values()) == 40

@@ -179,3 +179,16 @@ def test_another_model_never_changes_the_price() -> None:
     unnamed = Settings(deployment="prod-chat")
     assert answer_price(unnamed, "gpt-4o-2024-08-06") == gpt_4o
     assert answer_price(unnamed, REPORTED_MODEL) is None
+
+
+def test_cap_without_max_tokens_says_it_may_be_passed(
+    foreign: SimulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No completion bound: the run warns that answers in flight may pass the cap."""
+    source = write_prompts(tmp_path / "j.jsonl", 5)
+    args = [str(source), "--max-cost", "1", "--log-format", "text"]
+    assert run(args) == 0
+    assert "set request.max_tokens for a cap that holds" in capsys.readouterr().err
+    (tmp_path / "config.yaml").write_text("request:\n  max_tokens: 50\n")
+    assert run([*args, "--fresh"]) == 0
+    assert "a cap that holds" not in capsys.readouterr().err

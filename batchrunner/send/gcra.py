@@ -95,6 +95,19 @@ class Rate:
         if self.ceiling is not None and self.current >= self.ceiling:
             self.current, self._growth = self.ceiling, 0.0
 
+    def unbook(self, cost: float) -> None:
+        """
+        Give back a booking of *cost* (at today's rate: close enough, and the
+        service's own window corrects the rest).
+        """
+        unbooked = self._unbooked
+        for i in range(len(unbooked) - 1, -1, -1):
+            if unbooked[i][1] == cost:
+                del unbooked[i]
+                return
+        if self.current:
+            self.next_free -= cost / self.current
+
     def book(self, start: float, cost: float) -> None:
         """A request of *cost* goes at *start*: the next may go once it is paid."""
         if self.current:

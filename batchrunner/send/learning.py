@@ -115,6 +115,18 @@ class Learner:
             requests.sent(now, 1)
             charged.sent(now, tokens)
 
+    def unbook(self, tokens: int) -> None:
+        """A request of *tokens* was paced but is not sent: give its slot back."""
+        for rate, cost in zip(self.rates, (1, max(tokens, 1)), strict=True):
+            rate.unbook(cost)
+
+    def refused(self, tokens: int) -> None:
+        """A request of *tokens* that was sent will never be taken: unbook it."""
+        self.unbook(tokens)
+        if self.estimates is not None:
+            for estimate, cost in zip(self.estimates, (1, tokens), strict=True):
+                estimate.refused(cost)
+
     # --- answers --------------------------------------------------------------
 
     def answered(
@@ -182,9 +194,11 @@ class Learner:
     ) -> None:
         """A 429 asking for *seconds* for a request of *tokens* sent at *sent_at*."""
         self.window = None  # from now on the rate holds us back
-        if self.estimates is not None and tokens is not None:
-            for estimate, cost in zip(self.estimates, (1, tokens), strict=True):
-                estimate.refused(cost)
+        if tokens is not None:
+            # The service counted none of it: neither do we (the pause holds
+            # everybody meanwhile), so a large row refused again and again
+            # does not also hold back the rows after it by its size.
+            self.refused(tokens)
         first, self._throttled = not self._throttled, True
         # Requests sent before the last lesson were sent at the old rate, and
         # their 429s say nothing new.

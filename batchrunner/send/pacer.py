@@ -135,9 +135,7 @@ class Pacer:
         Neither takes a place in flight.
         """
         self._waits.check()
-        limit = self.token_limit()
-        if limit is not None and tokens > limit:
-            raise QuotaExceeded(tokens, limit)
+        self._check_quota(tokens)
         learner = self._learner
         while (
             wait := learner.admission(self._clock(), tokens, self._paused_until)
@@ -147,11 +145,24 @@ class Pacer:
         turn = Turn(self._release)
         try:
             await self._pace(tokens)
+            # The quota may have been learned while it waited: booked at it,
+            # a row it can never take would hold every other one back.
+            self._check_quota(tokens)
+        except QuotaExceeded:
+            self._learner.unbook(tokens)
+            self._waits.unbooked()
+            turn.release()
+            raise
         except BaseException:
             turn.release()
             raise
         learner.sent(self._clock(), tokens)
         return turn
+
+    def _check_quota(self, tokens: int) -> None:
+        limit = self.token_limit()
+        if limit is not None and tokens > limit:
+            raise QuotaExceeded(tokens, limit)
 
     def reserve(self, tokens: int) -> float:
         """Book a request of *tokens*; return how long to wait before sending it."""
@@ -174,7 +185,7 @@ class Pacer:
     async def _pace(self, tokens: int) -> None:
         while True:
             while (ahead := self._next_start()[1] - self._clock()) > HORIZON_SECONDS:
-                await self._waits.wait(ahead - HORIZON_SECONDS)
+                await self._waits.wait(ahead - HORIZON_SECONDS, on_unbook=True)
             pauses = self._pauses
             delay = self.reserve(tokens)
             if delay > SLACK_SECONDS:
@@ -193,6 +204,15 @@ class Pacer:
         self._waits.stop()
 
     # --- what the answers say -------------------------------------------------
+
+    def refused(self, tokens: int) -> None:
+        """
+        A request of *tokens* over the whole quota, which the service will never
+        take: what was booked for it is given back (the service counted none of
+        it), so the requests after it need not wait out its share of the budget.
+        """
+        self._learner.refused(tokens)
+        self._waits.unbooked()
 
     def pause(self, seconds: float) -> None:
         """Hold every new request for *seconds* (the service asked us to wait)."""
@@ -222,3 +242,4 @@ class Pacer:
         """
         self.pause(seconds)
         self._learner.throttled(self._clock(), seconds, sent_at, tokens)
+        self._waits.unbooked()

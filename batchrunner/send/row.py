@@ -4,10 +4,9 @@ One row, from request to result: pace → send → retry.
     request ─▶ hooks.before ─▶ pacer ─▶ client ─┬─▶ answer ─▶ hooks.after ─▶ result
                                                  └─▶ failure ─▶ retry policy ─┘
 
-A 429 pauses the route's pacer for as long as the service asked (or stops the
-run when that is longer than allowed); a 401 under token auth gets one new
-token and another try; a 401/403 after that stops the run. Rows a stop leaves
-unsent or abandons come back as None: they get no record, so a re-run sends them.
+What a refusal (401, 403, 429) does besides is ``batchrunner.send.refusals``'s.
+Rows a stop leaves unsent or abandons come back as None: they get no record, so
+a re-run sends them.
 """
 
 from __future__ import annotations
@@ -22,25 +21,17 @@ import anyio
 from tenacity import RetryCallState
 
 from batchrunner.config.groups import RetrySettings
-from batchrunner.errors import (
-    ApiFailure,
-    AuthError,
-    QuotaExceeded,
-    Resumable,
-)
-from batchrunner.records import ErrorInfo, Reply, Request, RowResult, answered
+from batchrunner.errors import ApiFailure, AuthError, QuotaExceeded
+from batchrunner.records import Reply, Request, RowResult, answered
 from batchrunner.report.summary import RunStats, error_kind
 from batchrunner.send.pacer import PacerStopped, Turn
+from batchrunner.send.refusals import Abandoned, Refusals, error_result, over_quota
 from batchrunner.send.retry import RetryPolicy, retrying
 from batchrunner.send.route import Route
 from batchrunner.send.routes import RouteTable
 from batchrunner.send.stops import StopPolicy
 
 log = logging.getLogger("batchrunner")
-
-
-class _Abandoned(Exception):
-    """A row left unsent because the run is stopping (it gets no record)."""
 
 
 class _Rerouted(Exception):
@@ -99,10 +90,12 @@ class RowSender:
         self.control = control
         self.stats = stats
         self.hooks = hooks
-        #: With token auth: called on a 401; True when a new token is in place.
-        self.on_unauthorized = on_unauthorized
-        #: Rows that already got a new token after a 401: a second one stops the run.
-        self._refreshed_rows: set[str] = set()
+        self.refusals = Refusals(
+            retries,
+            control,
+            several=self.routes.several,
+            on_unauthorized=on_unauthorized,
+        )
         self._sleep = sleep
         self._clock = clock
         # Made on first use: an anyio Event needs a running event loop.
@@ -132,14 +125,14 @@ class RowSender:
                 result = hooks.after(request, result)
             return result
         finally:
-            self._refreshed_rows.discard(request.row_id)
+            self.refusals.done(request)
 
     async def _process(self, request: Request) -> RowResult | None:
         # Most rows succeed at once: the retrier is built only after a failure.
         row = _Row()
         try:
             reply = await self._attempt(request, row)
-        except _Abandoned:
+        except Abandoned:
             return None
         except QuotaExceeded as exceeded:  # unsent, or refused by its first answer
             return error_result(request, over_quota(exceeded), row.sent, row.label)
@@ -166,7 +159,7 @@ class RowSender:
                         failure, replay = replay, None
                         raise failure
                     reply = await self._attempt(request, row)
-        except _Abandoned:
+        except Abandoned:
             return None
         except QuotaExceeded as exceeded:
             return error_result(request, over_quota(exceeded), row.sent, row.label)
@@ -180,17 +173,17 @@ class RowSender:
         table = self.routes
         while True:
             if self.control.stopping:
-                raise _Abandoned
+                raise Abandoned
             route = table.only or await table.pick(tokens, row.failed)
             if route is None:
-                raise _Abandoned
+                raise Abandoned
             try:
                 turn = await table.acquire(route, tokens)
             except BaseException as exc:
                 table.sent(route, tokens)
                 table.released(route)
                 if isinstance(exc, PacerStopped):
-                    raise _Abandoned from exc
+                    raise Abandoned from exc
                 raise
             table.sent(route, tokens)
             if turn is not None and not self.control.stopping:
@@ -200,7 +193,7 @@ class RowSender:
             table.released(route)
             if turn is not None:
                 turn.release()
-                raise _Abandoned
+                raise Abandoned
 
     async def _attempt(self, request: Request, row: _Row) -> Reply:
         """
@@ -231,7 +224,7 @@ class RowSender:
                 self.stats.note_attempt(failure, route.label)
                 if failure.status_code is not None:  # an answer, not a timeout
                     pacer.observe(failure.limits, sent_at=sent_at)
-                renewed = await self._token_replaced(request, failure, route)
+                renewed = await self.refusals.token_replaced(request, failure, route)
                 if renewed is not None:
                     raise renewed from failure
                 if self._may_reroute(row) and self.routes.reroute(
@@ -244,12 +237,14 @@ class RowSender:
                     if failure.status_code == 429 and wait <= most:
                         pacer.throttled(wait, sent_at, request.charged_tokens)
                     raise _Rerouted from failure
-                self._on_failure(failure, sent_at, request.charged_tokens, route)
+                self.refusals.on_failure(
+                    failure, sent_at, request.charged_tokens, route
+                )
                 raise
             except AuthError as exc:  # the token provider has no token to give
                 self.routes.released(route)
                 self.control.stop(exc)
-                raise _Abandoned from exc
+                raise Abandoned from exc
             self.stats.note_attempt(None, route.label)
             self.routes.answered(route)
             pacer.observe(reply.limits, request.charged_tokens, sent_at)
@@ -258,56 +253,6 @@ class RowSender:
     def _may_reroute(self, row: _Row) -> bool:
         limit = self.retries.max_attempts * max(1, len(self.routes.routes))
         return row.rerouted < limit
-
-    async def _token_replaced(
-        self, request: Request, failure: ApiFailure, route: Route
-    ) -> ApiFailure | None:
-        """
-        After a row's first 401 under token auth: a new token, and the failure
-        as one worth another try (None: no new token, the 401 stands).
-        """
-        hook = route.on_unauthorized or self.on_unauthorized
-        if failure.status_code != 401 or hook is None:
-            return None
-        if request.row_id in self._refreshed_rows:
-            return None
-        self._refreshed_rows.add(request.row_id)
-        if not await hook():
-            return None
-        return failure.but_retryable()
-
-    def _on_failure(
-        self, failure: ApiFailure, sent_at: float, tokens: int, route: Route
-    ) -> None:
-        if failure.status_code == 429:
-            limit = route.pacer.token_limit()
-            if limit is not None and tokens > limit:
-                # Sent before the quota was known, and the answer told it: the
-                # service would refuse this row forever, so waiting is no use.
-                raise QuotaExceeded(tokens, limit) from failure
-            wait = failure.retry_after or 1.0
-            most = self.retries.max_retry_wait
-            if wait > most:
-                when = time.strftime(
-                    "%Y-%m-%d %H:%M UTC", time.gmtime(time.time() + wait)
-                )
-                self.control.stop(
-                    Resumable(
-                        f"the service asked to wait {wait:,.0f} s, longer than"
-                        f" max_retry_wait ({most:.0f} s): the deployment's quota is"
-                        f" exhausted. Re-run after {when} to go on"
-                    )
-                )
-                raise _Abandoned from failure
-            # Everybody waits, so one throttled answer does not become a hundred.
-            route.pacer.throttled(wait, sent_at, tokens)
-        elif failure.status_code in (401, 403) and not self.routes.several:
-            self.control.stop(
-                AuthError(
-                    f"the service refused our credentials ({failure.status_code}:"
-                    f" {failure.message}); check the key or the identity's role"
-                )
-            )
 
     async def _retry_sleep(self, seconds: float) -> None:
         """
@@ -329,7 +274,7 @@ class RowSender:
                 await self._sleep(seconds)
                 race.cancel_scope.cancel()
         if self.control.stopping:
-            raise _Abandoned
+            raise Abandoned
 
     async def _before_sleep(self, state: RetryCallState) -> None:
         self.stats.note_retry()
@@ -349,42 +294,3 @@ class RowSender:
                     "status_code": failure.status_code,
                 },
             )
-
-
-def over_quota(exceeded: QuotaExceeded) -> ApiFailure:
-    """The failure of a row charged more tokens than a whole minute's quota."""
-    return ApiFailure(
-        kind="OverQuota",
-        message=(
-            f"this row is charged {exceeded.tokens:,} tokens (prompt + max_tokens ×"
-            f" n) but the deployment's quota is {exceeded.limit:,.0f} tokens a"
-            " minute, so it can never be sent: lower max_tokens or n, shorten the"
-            " prompt, or raise the quota (--tpm)"
-        ),
-    )
-
-
-def error_result(
-    request: Request,
-    failure: ApiFailure,
-    attempts: int,
-    deployment: str | None = None,
-) -> RowResult:
-    """The record of a row that ended in *failure* after *attempts* requests
-    (the last one to *deployment*)."""
-    return RowResult(
-        id=request.row_id,
-        status="error",
-        reply=None,
-        error=ErrorInfo(
-            type=failure.kind,
-            status_code=failure.status_code,
-            code=failure.code,
-            message=failure.message,
-        ),
-        attempts=attempts,
-        latency_ms=failure.latency_ms,
-        request_id=failure.request_id,
-        passthrough=request.passthrough,
-        deployment=deployment,
-    )

@@ -22,7 +22,8 @@ from batchrunner.azure.client import CONNECTION_FAILURES
 from batchrunner.azure.headers import is_retryable_status
 from batchrunner.config.groups import StopSettings
 from batchrunner.errors import AuthError, GaveUp, Interrupted, Resumable, RunStopped
-from batchrunner.records import ErrorInfo, Request, RowResult
+from batchrunner.prepare.builder import COMPLETIONS_DEFAULT_MAX_TOKENS
+from batchrunner.records import Api, ErrorInfo, Request, RowResult
 from batchrunner.report.summary import RunStats, error_kind
 
 log = logging.getLogger("batchrunner")
@@ -41,13 +42,26 @@ def is_transient(error: ErrorInfo) -> bool:
     return is_retryable_status(error.status_code)
 
 
+def completion_bound(request: Request) -> int | None:
+    """The most completion tokens *request* may be charged; None when unbounded."""
+    if request.api is Api.EMBEDDINGS:
+        return 0
+    body = request.body
+    bound = body.get("max_completion_tokens")
+    if bound is None:
+        bound = body.get("max_tokens")
+    if bound is None:
+        if request.api is not Api.COMPLETIONS:
+            return None
+        bound = COMPLETIONS_DEFAULT_MAX_TOKENS  # the service's own default
+    return int(bound) * int(body.get("n") or 1)
+
+
 def row_cost(request: Request, price: tuple[float, float] | None) -> float:
     """The most *request* can cost: its prompt plus its completion bound."""
     if price is None:
         return 0.0
-    body = request.body
-    bound = body.get("max_completion_tokens") or body.get("max_tokens") or 0
-    completion = int(bound) * int(body.get("n") or 1)
+    completion = completion_bound(request) or 0
     return (request.prompt_tokens * price[0] + completion * price[1]) / 1e6
 
 
@@ -66,6 +80,7 @@ class StopPolicy:
     #: Called once, when the run is first asked to stop.
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     _reserved_cost: float = 0.0
+    _unbounded_said: bool = False
     _streak: tuple[tuple[int | None, str | None], int] = ((None, None), 0)
 
     @property
@@ -106,6 +121,16 @@ class StopPolicy:
         cap = self.settings.max_cost
         if cap is None:
             return True
+        if not self._unbounded_said and completion_bound(request) is None:
+            self._unbounded_said = True
+            log.warning(
+                "--max-cost %s with no max_tokens: an answer's length is unknown"
+                " until it comes, so the rows in flight when the cap is reached"
+                " may pass it by what their answers cost; set request.max_tokens"
+                " for a cap that holds",
+                cap,
+                extra={"event": "max_cost_unbounded"},
+            )
         cost = row_cost(request, self.settings.price)
         if stats.spent + self._reserved_cost + cost > cap:
             self.stop(

@@ -49,17 +49,25 @@ class Waits:
     def __init__(self, sleep: Callable[[float], Awaitable[None]]) -> None:
         self._sleep = sleep
         self.stopped = False
-        # Waits for a place end on a change; every wait ends on a stop.
+        # Waits for a place end on a change, waits for a slot not yet booked
+        # when a booking is given back; every wait ends on a stop.
         self._changes: set[anyio.CancelScope] = set()
+        self._unbooked: set[anyio.CancelScope] = set()
         self._sleeps: set[anyio.CancelScope] = set()
 
-    async def wait(self, seconds: float, *, on_change: bool = False) -> None:
+    async def wait(
+        self, seconds: float, *, on_change: bool = False, on_unbook: bool = False
+    ) -> None:
         """
         Sleep *seconds* (inf: until woken), cut short by a stop or, *on_change*,
-        by a change; ``PacerStopped`` once stopped.
+        by a change, or, *on_unbook*, by a booking given back; ``PacerStopped``
+        once stopped.
         """
         self.check()
-        scopes = self._changes if on_change else self._sleeps
+        if on_change:
+            scopes = self._changes
+        else:
+            scopes = self._unbooked if on_unbook else self._sleeps
         with anyio.CancelScope() as scope:
             scopes.add(scope)
             try:
@@ -78,12 +86,19 @@ class Waits:
                 scope.cancel()
             self._changes.clear()
 
+    def unbooked(self) -> None:
+        """A booking was given back: waits for a slot behind it look again."""
+        for scope in self._unbooked:
+            scope.cancel()
+        self._unbooked.clear()
+
     def stop(self) -> None:
         """Every wait ends now, and every later one at once."""
         self.stopped = True
-        for scope in (*self._changes, *self._sleeps):
+        for scope in (*self._changes, *self._unbooked, *self._sleeps):
             scope.cancel()
         self._changes.clear()
+        self._unbooked.clear()
         self._sleeps.clear()
 
     def check(self) -> None:
