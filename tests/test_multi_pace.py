@@ -209,6 +209,21 @@ async def test_when_every_deployment_is_out_the_run_waits_for_them() -> None:
     assert 0 < during <= 8 * 2 * (10 / 2 + 1)
 
 
+async def test_a_minute_of_429s_everywhere_fails_no_row() -> None:
+    """Both answer 429 (2 s waits) for a whole minute: the rows are rerouted
+    and wait as often as it takes, and none runs out of attempts."""
+    clock = FakeClock()
+
+    def answer(now: float) -> ApiFailure | None:
+        return throttled(2.0) if 5 <= now < 65 else None
+
+    a, b = Deployment("a", clock, answer), Deployment("b", clock, answer)
+    rows = 1_500
+    entries = [(a, 10_000_000, 0), (b, 10_000_000, 0)]
+    written = await send(clock, entries, rows, concurrency=8)
+    assert_each_row_ok_once(written, rows)
+
+
 async def test_a_run_whose_deployments_all_stay_down_stops_to_be_resumed() -> None:
     """Every deployment failing for longer than max_retry_wait: the run stops
     (exit 75, re-run later) instead of probing them forever."""

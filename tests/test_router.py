@@ -163,6 +163,21 @@ def test_faults_of_requests_sent_before_it_opened_do_not_reopen_it() -> None:
     assert "a" in {r.choose(1) for _ in range(4)}  # the probe, on time
 
 
+def test_a_stragglers_fault_while_the_probe_is_out_is_not_the_probes() -> None:
+    """A request sent before the probe was chosen failing during the probe neither
+    doubles the cool-off nor ends the probe; the probe's own fault does."""
+    r, clock = router(Lane("a", FakeBudget()))
+    for _ in range(BREAKER_FAULTS):
+        r.faulted("a", sent_at=clock.now)
+    straggler_sent = clock.now
+    clock.now += FIRST_COOL_OFF
+    assert r.choose(1) == "a"  # the probe
+    probe_sent = clock.now
+    clock.now += 0.5
+    assert r.faulted("a", sent_at=straggler_sent) is None
+    assert r.faulted("a", sent_at=probe_sent) == 2 * FIRST_COOL_OFF
+
+
 def test_faults_with_answers_between_do_not_open_the_breaker() -> None:
     """Occasional 5xx among answers are bad luck, not a deployment down."""
     r, _ = router(Lane("a", FakeBudget()))

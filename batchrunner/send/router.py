@@ -72,6 +72,7 @@ class _State:
     open_until: float | None = None  # the breaker
     cool_off: float = FIRST_COOL_OFF
     probing: bool = False
+    probe_chosen_at: float = 0.0  # what was sent before it is no probe
     dropped: str | None = None
     refused_auth: bool = False
     waiting: int = 0  # routed here, not yet through the pacer
@@ -135,6 +136,7 @@ class Router:
         chosen.waiting_tokens += tokens
         if chosen.open_until is not None:
             chosen.probing = True  # half open: this request is the probe
+            chosen.probe_chosen_at = now
         return chosen.lane.name
 
     def _pick(self, states: list[_State], tokens: int) -> _State | None:
@@ -175,12 +177,16 @@ class Router:
         state = self._states[name]
         state.out_until = max(state.out_until, self.clock() + seconds)
 
-    def faulted(self, name: str) -> float | None:
+    def faulted(self, name: str, sent_at: float | None = None) -> float | None:
         """
-        A 5xx, reset or timeout from *name*; the seconds it is out for when
-        this fault opened its breaker, else None.
+        A 5xx, reset or timeout from *name* for a request sent at *sent_at*;
+        the seconds it is out for when this fault opened its breaker, else None.
         """
         state = self._states[name]
+        if state.probing and sent_at is not None and sent_at < state.probe_chosen_at:
+            # A straggler from before the cool-off: the probe's answer, still
+            # to come, is what says whether the deployment is back.
+            return None
         state.faults += 1
         now = self.clock()
         if not state.probing and state.open_until is not None:

@@ -172,11 +172,18 @@ class RouteTable:
             self.router.answered(route.label)
             self._notify()
 
-    def reroute(self, route: Route, failure: ApiFailure, failed: set[str]) -> bool:
+    def reroute(
+        self,
+        route: Route,
+        failure: ApiFailure,
+        failed: set[str],
+        sent_at: float | None = None,
+    ) -> bool:
         """
-        Note *failure* from *route*; True when the row should go to another
-        deployment at once, uncharged. *failed* holds the deployments that
-        faulted on this row; *route* joins it after a fault.
+        Note *failure* from *route* to a request sent at *sent_at*; True when
+        the row should go to another deployment at once, uncharged. *failed*
+        holds the deployments that faulted on this row; *route* joins it after
+        a fault.
         """
         router = self.router
         if router is None:
@@ -199,7 +206,7 @@ class RouteTable:
             if failure.status_code in DROP_STATUSES:
                 return self._drop(label, failure)
             if is_fault(failure):
-                cool_off = router.faulted(label)
+                cool_off = router.faulted(label, sent_at)
                 if cool_off is not None:
                     self._send_elsewhere(label)
                     log.warning(

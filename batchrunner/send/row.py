@@ -37,6 +37,14 @@ log = logging.getLogger("batchrunner")
 class _Rerouted(Exception):
     """A deployment being out explains the failure: another one takes the row."""
 
+    def __init__(self, *, counted: bool) -> None:
+        super().__init__()
+        #: Whether it counts against the row's reroutes: a 429 with a wait
+        #: does not, as every deployment throttled means the run waits (its
+        #: waits are bounded by max_retry_wait and the all-out stop), not
+        #: that the row fails.
+        self.counted = counted
+
 
 @dataclass
 class _Row:
@@ -204,8 +212,9 @@ class RowSender:
             route, turn = await self._wait_turn(request, row)
             try:
                 return await self._send_once(request, route, turn, row)
-            except _Rerouted:
-                row.rerouted += 1
+            except _Rerouted as rerouted:
+                if rerouted.counted:
+                    row.rerouted += 1
 
     async def _send_once(
         self, request: Request, route: Route, turn: Turn, row: _Row
@@ -228,7 +237,7 @@ class RowSender:
                 if renewed is not None:
                     raise renewed from failure
                 if self._may_reroute(row) and self.routes.reroute(
-                    route, failure, row.failed
+                    route, failure, row.failed, sent_at
                 ):
                     wait = failure.retry_after or 1.0
                     # This deployment only slows down; one out for longer than
@@ -236,7 +245,8 @@ class RowSender:
                     most = self.retries.max_retry_wait
                     if failure.status_code == 429 and wait <= most:
                         pacer.throttled(wait, sent_at, request.charged_tokens)
-                    raise _Rerouted from failure
+                    waited = failure.status_code == 429 and failure.retry_after
+                    raise _Rerouted(counted=not waited) from failure
                 self.refusals.on_failure(
                     failure, sent_at, request.charged_tokens, route
                 )
