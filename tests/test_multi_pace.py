@@ -79,6 +79,7 @@ async def send(
     concurrency: int = 32,
     stopped: list[BaseException | None] | None = None,
     max_retry_wait: float = 120.0,
+    tokens: Callable[[int], int] = lambda i: TOKENS,
 ) -> list[RowResult]:
     """
     Run *rows* requests over (deployment, tpm, priority) entries on fake time;
@@ -100,7 +101,7 @@ async def send(
         sleep=clock.sleep,
     )
     requests = [
-        Request(f"r{i}", Api.CHAT, {"messages": []}, 50, TOKENS) for i in range(rows)
+        Request(f"r{i}", Api.CHAT, {"messages": []}, 50, tokens(i)) for i in range(rows)
     ]
     done = anyio.Event()
 
@@ -222,6 +223,29 @@ async def test_a_minute_of_429s_everywhere_fails_no_row() -> None:
     entries = [(a, 10_000_000, 0), (b, 10_000_000, 0)]
     written = await send(clock, entries, rows, concurrency=8)
     assert_each_row_ok_once(written, rows)
+
+
+async def test_a_row_over_one_quota_goes_to_a_deployment_it_fits() -> None:
+    """A row over the small deployment's whole minute's quota is sent to the big
+    one; only a row over every quota fails, unsent, as OverQuota."""
+    clock = FakeClock()
+    big, small = Deployment("big", clock), Deployment("small", clock)
+    sizes = {3: 8_000, 7: 50_000}  # over small's 5k; over both
+    written = await send(
+        clock,
+        [(big, 20_000, 0), (small, 5_000, 0)],
+        40,
+        tokens=lambda i: sizes.get(i, TOKENS),
+    )
+    by_id = {r.id: r for r in written}
+    assert len(written) == 40
+    assert by_id["r3"].status == "ok"
+    assert by_id["r3"].deployment == "big"
+    assert by_id["r7"].status == "error"
+    assert by_id["r7"].error is not None and by_id["r7"].error.type == "OverQuota"
+    assert by_id["r7"].attempts == 0
+    assert {r.status for i, r in by_id.items() if i not in ("r3", "r7")} == {"ok"}
+    assert 8_000 not in [t for _, t in small.received]
 
 
 async def test_a_run_whose_deployments_all_stay_down_stops_to_be_resumed() -> None:

@@ -63,6 +63,23 @@ class Refusals:
             return None
         return failure.but_retryable()
 
+    def over_quota_here(
+        self, failure: ApiFailure, request: Request, route: Route
+    ) -> QuotaExceeded | None:
+        """
+        With several deployments: a 429 showing *request* is over *route*'s
+        whole minute's quota, its booking given back (another deployment may
+        be larger); None for any other failure, or with one deployment.
+        """
+        if not self.several or failure.status_code != 429:
+            return None
+        limit = route.pacer.token_limit()
+        tokens = request.charged_tokens
+        if limit is None or tokens <= limit:
+            return None
+        route.pacer.refused(tokens)
+        return QuotaExceeded(tokens, limit)
+
     def on_failure(
         self, failure: ApiFailure, sent_at: float, tokens: int, route: Route
     ) -> None:

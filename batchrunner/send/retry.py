@@ -8,6 +8,7 @@ back-off; otherwise the wait is exponential with full jitter, capped.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from tenacity import (
 )
 
 from batchrunner.errors import ApiFailure
+from batchrunner.report.summary import error_kind
+
+log = logging.getLogger("batchrunner")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +84,23 @@ def retrying(
         before_sleep=before_sleep,
         reraise=True,
     )
+
+
+def log_retry(state: RetryCallState) -> None:
+    """Say which failure a row's retry follows, and how long it waits first."""
+    outcome = state.outcome
+    failure = outcome.exception() if outcome is not None else None
+    if isinstance(failure, ApiFailure) and log.isEnabledFor(logging.INFO):
+        wait = state.upcoming_sleep
+        log.info(
+            "retrying in %.2fs after %s: %s",
+            wait,
+            error_kind(failure.status_code, failure.code, failure.kind),
+            failure.message,
+            extra={
+                "event": "retry",
+                "attempt": state.attempt_number,
+                "wait_s": round(wait, 3),
+                "status_code": failure.status_code,
+            },
+        )

@@ -117,16 +117,22 @@ class Router:
 
     # --- choosing --------------------------------------------------------------
 
-    def choose(self, tokens: int, avoid: Collection[str] = ()) -> str | None:
+    def choose(
+        self, tokens: int, avoid: Collection[str] = (), exclude: Collection[str] = ()
+    ) -> str | None:
         """
         The deployment for a request of *tokens*, booked as waiting there; None
         when every one is out, or when the one to use is still learning its
         pace (its first answer, due soon, tells how much it takes). Deployments
         in *avoid* (they just failed this row) are used only when no other one
-        is usable.
+        is usable; those in *exclude* (too small for it) never.
         """
         now = self.clock()
-        usable = [s for s in self._states.values() if s.usable(now)]
+        usable = [
+            s
+            for s in self._states.values()
+            if s.usable(now) and s.lane.name not in exclude
+        ]
         preferred = [s for s in usable if s.lane.name not in avoid] or usable
         chosen = self._pick(preferred, tokens) if preferred else None
         self._awaiting_answer = chosen is None and bool(preferred)

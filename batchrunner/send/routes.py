@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import anyio
 
-from batchrunner.errors import ApiFailure, AuthError, GaveUp, Resumable
+from batchrunner.errors import ApiFailure, AuthError, GaveUp, QuotaExceeded, Resumable
 from batchrunner.send.pacer import Turn
 from batchrunner.send.route import Route
 from batchrunner.send.router import DROP_STATUSES, Lane, Router
@@ -77,16 +77,19 @@ class RouteTable:
             self._changed.set()
             self._changed = None
 
-    async def pick(self, tokens: int, avoid: Collection[str] = ()) -> Route | None:
+    async def pick(
+        self, tokens: int, avoid: Collection[str] = (), exclude: Collection[str] = ()
+    ) -> Route | None:
         """
         The route for a request of *tokens*, waiting while every deployment is
-        out; None when the run stops first or none is left.
+        out; None when the run stops first or none is left. Those in *avoid*
+        are used only when no other one is usable, those in *exclude* never.
         """
         router = self.router
         if router is None:
             return next(iter(self.routes.values()))
         while not self.control.stopping:
-            name = router.choose(tokens, avoid)
+            name = router.choose(tokens, avoid, exclude)
             if name is not None:
                 return self.routes[name]
             if router.all_dropped:
@@ -148,6 +151,16 @@ class RouteTable:
             finally:
                 queued.discard(scope)
         return turn
+
+    def fits_elsewhere(
+        self, route: Route, exceeded: QuotaExceeded, too_small: dict[str, float]
+    ) -> bool:
+        """
+        A row is over *route*'s whole minute's quota (*exceeded*): noted in the
+        row's *too_small*; whether a deployment with room for it is left.
+        """
+        too_small[route.label] = exceeded.limit
+        return self.router is not None and self.router.can_take(avoid=too_small)
 
     def _send_elsewhere(self, label: str) -> None:
         """The requests waiting at *label*'s pacer choose again."""

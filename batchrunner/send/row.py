@@ -11,7 +11,6 @@ a re-run sends them.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,15 +22,13 @@ from tenacity import RetryCallState
 from batchrunner.config.groups import RetrySettings
 from batchrunner.errors import ApiFailure, AuthError, QuotaExceeded
 from batchrunner.records import Reply, Request, RowResult, answered
-from batchrunner.report.summary import RunStats, error_kind
+from batchrunner.report.summary import RunStats
 from batchrunner.send.pacer import PacerStopped, Turn
 from batchrunner.send.refusals import Abandoned, Refusals, error_result, over_quota
-from batchrunner.send.retry import RetryPolicy, retrying
+from batchrunner.send.retry import RetryPolicy, log_retry, retrying
 from batchrunner.send.route import Route
 from batchrunner.send.routes import RouteTable
 from batchrunner.send.stops import StopPolicy
-
-log = logging.getLogger("batchrunner")
 
 
 class _Rerouted(Exception):
@@ -57,8 +54,11 @@ class _Row:
     #: Deployments that faulted on this row: its retries go elsewhere first.
     failed: set[str] = field(default_factory=set)
     #: Failures sent on to another deployment uncharged; bounded, so a row
-    #: that every deployment throttles without end still runs out of attempts.
+    #: that every deployment fails without end still runs out of attempts.
     rerouted: int = 0
+    #: Deployments whose whole minute's quota is smaller than the row: their
+    #: quota (tokens a minute). The row fails only when every one is.
+    too_small: dict[str, float] = field(default_factory=dict)
 
 
 class RowHooks(Protocol):
@@ -182,7 +182,7 @@ class RowSender:
         while True:
             if self.control.stopping:
                 raise Abandoned
-            route = table.only or await table.pick(tokens, row.failed)
+            route = table.only or await table.pick(tokens, row.failed, row.too_small)
             if route is None:
                 raise Abandoned
             try:
@@ -192,6 +192,10 @@ class RowSender:
                 table.released(route)
                 if isinstance(exc, PacerStopped):
                     raise Abandoned from exc
+                if isinstance(exc, QuotaExceeded) and table.fits_elsewhere(
+                    route, exc, row.too_small
+                ):
+                    continue
                 raise
             table.sent(route, tokens)
             if turn is not None and not self.control.stopping:
@@ -236,6 +240,11 @@ class RowSender:
                 renewed = await self.refusals.token_replaced(request, failure, route)
                 if renewed is not None:
                     raise renewed from failure
+                exceeded = self.refusals.over_quota_here(failure, request, route)
+                if exceeded is not None:
+                    if not self.routes.fits_elsewhere(route, exceeded, row.too_small):
+                        raise exceeded from failure
+                    raise _Rerouted(counted=False) from failure
                 if self._may_reroute(row) and self.routes.reroute(
                     route, failure, row.failed, sent_at
                 ):
@@ -288,19 +297,4 @@ class RowSender:
 
     async def _before_sleep(self, state: RetryCallState) -> None:
         self.stats.note_retry()
-        outcome = state.outcome
-        failure = outcome.exception() if outcome is not None else None
-        if isinstance(failure, ApiFailure) and log.isEnabledFor(logging.INFO):
-            wait = state.upcoming_sleep
-            log.info(
-                "retrying in %.2fs after %s: %s",
-                wait,
-                error_kind(failure.status_code, failure.code, failure.kind),
-                failure.message,
-                extra={
-                    "event": "retry",
-                    "attempt": state.attempt_number,
-                    "wait_s": round(wait, 3),
-                    "status_code": failure.status_code,
-                },
-            )
+        log_retry(state)
