@@ -1,8 +1,8 @@
 """
 The settings each stage takes: small frozen groups cut from the run's settings
-(``Settings.pacing``, ``.retries``, ``.stops``, ``.client``), so a stage sees only
-what it uses and a test builds only that; and ``Endpoint``, where requests go, a
-value found at run time when ``--simulate`` starts a simulator.
+(``Settings.pacing``, ``.retries``, ``.stops``, ``.client``, ``.results``), so a
+stage sees only what it uses and a test builds only that; and ``Endpoint``,
+where requests go, a value found at run time when ``--simulate`` starts one.
 """
 
 from __future__ import annotations
@@ -48,6 +48,20 @@ class StopSettings:
     deployment: str | None = None
     #: (prompt, completion) US dollars per million tokens; None: no price known.
     price: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSettings:
+    """Where results go, and how an output held by another run is waited for."""
+
+    #: The results path or blob URL; None: beside the input.
+    path: str | None = None
+    #: Start over, keeping the old results as a backup.
+    fresh: bool = False
+    #: The storage account of ``az://`` URLs.
+    storage_account: str | None = None
+    #: Seconds to wait for a shard held by a run that may have died.
+    claim_wait: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from batchrunner.config.deployments import (
 from batchrunner.config.groups import (
     ClientSettings,
     Endpoint,
+    OutputSettings,
     PacingSettings,
     RetrySettings,
     StopSettings,
@@ -199,6 +200,16 @@ class Settings:
             timeout=self.timeout,
             http_transport=self.http_transport,
             connections=self.concurrency,
+        )
+
+    @property
+    def results(self) -> OutputSettings:
+        """What the results stage takes to hold the output."""
+        return OutputSettings(
+            path=self.output,
+            fresh=self.fresh,
+            storage_account=self.storage_account,
+            claim_wait=self.claim_wait,
         )
 
     @property

@@ -35,7 +35,7 @@ from batchrunner.config.settings import (
 from batchrunner.errors import AuthError, ConfigError, RunStopped
 from batchrunner.job.source import Source, counter_for, open_source, validated
 from batchrunner.prepare.estimate import estimate, report
-from batchrunner.prepare.shards import resolve_shards, shard_label
+from batchrunner.prepare.shards import for_shard, resolve_shards, shard_label
 from batchrunner.prepare.structured import AnswerChecker, checker_for
 from batchrunner.records import RowResult, to_record
 from batchrunner.report.logs import Redactor, bind_counters, bind_run
@@ -104,21 +104,26 @@ def run_job(
 
             settings = for_deployments(settings)
         if settings.dry_run:
-            dry, done, shown = recorded_done(input_arg, settings, plan, environ)
+            own, done, shown = recorded_done(
+                input_arg, settings.results, plan, environ
+            )
+            dry = settings if own is None else for_shard(settings, plan, own)
             return _dry_run(source, dry, done, shown)
         check_ready_to_send(settings)
         _check_spend_cap(settings)
         open_cache(settings, create=False)  # a --cache file fails before any output
         settings = _for_mode(settings)
 
-        def rows_left(shard_settings: Settings, results: Path) -> int:
+        def rows_left(shard: int, results: Path) -> int:
             done = read_state(results).done_ids
+            shard_settings = for_shard(settings, plan, shard)
             return source.count(shard_settings, done, found.rows)[0]
 
-        held = hold_output(input_arg, settings, plan, environ, rows_left)
+        held = hold_output(input_arg, settings.results, plan, environ, rows_left)
         if held is None:
             return Outcome()  # every shard finished or held by another run
-        out, settings = held
+        out, shard = held
+        settings = for_shard(settings, plan, shard)
         bind_run(shard=shard_label(plan, settings.shard))
         try:
             for backup in out.backups:

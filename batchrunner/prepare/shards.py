@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from batchrunner.config.locations import is_blob_url, parse_blob_url
+from batchrunner.config.settings import Settings, with_overrides
 from batchrunner.errors import ConfigError
 
 #: Set by Kubernetes in each pod of an Indexed Job.
@@ -118,3 +119,18 @@ def shard_output(
         stem, dot, suffix = name.rpartition(".")
         name = f"{stem}{tag}{dot}{suffix}" if dot else name + tag
     return folder + slash + name
+
+
+def for_shard(settings: Settings, plan: ShardPlan | None, index: int) -> Settings:
+    """
+    *settings* for shard *index*: its ``shard``, and its share of ``max_cost``.
+
+    The spend cap is the whole job's: N replicas of one command each get 1/N of
+    it, so that together they stay under it.
+    """
+    if plan is None:
+        return settings
+    changes: dict[str, object] = {"shard": (index, plan.count)}
+    if settings.max_cost is not None and plan.count > 1:
+        changes["max_cost"] = settings.max_cost / plan.count
+    return with_overrides(settings, **changes)

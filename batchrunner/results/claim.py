@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 
-from batchrunner.config.settings import Settings, with_overrides
+from batchrunner.config.groups import OutputSettings
 from batchrunner.errors import ConfigError, OutputBusy
 from batchrunner.prepare.shards import ShardPlan, shard_output
 from batchrunner.results.destination import Output, open_output, peek
@@ -23,42 +23,28 @@ log = logging.getLogger("batchrunner")
 #: Seconds between looks at the shards held by other runs.
 CLAIM_POLL_SECONDS = 2.0
 
-#: Rows a shard still has to send, given its settings and its local results.
-RowsLeft = Callable[[Settings, Path], int]
-
-
-def for_shard(settings: Settings, plan: ShardPlan | None, index: int) -> Settings:
-    """
-    *settings* for shard *index*: its ``shard``, and its share of ``max_cost``.
-
-    The spend cap is the whole job's: N replicas of one command each get 1/N of
-    it, so that together they stay under it.
-    """
-    if plan is None:
-        return settings
-    changes: dict[str, object] = {"shard": (index, plan.count)}
-    if settings.max_cost is not None and plan.count > 1:
-        changes["max_cost"] = settings.max_cost / plan.count
-    return with_overrides(settings, **changes)
+#: Rows a shard still has to send, given its index and its local results.
+RowsLeft = Callable[[int, Path], int]
 
 
 def hold_output(
     input_arg: str,
-    settings: Settings,
+    settings: OutputSettings,
     plan: ShardPlan | None,
     environ: Mapping[str, str],
     rows_left: RowsLeft,
-) -> tuple[Output, Settings] | None:
+) -> tuple[Output, int] | None:
     """
-    This replica's output, held (locked or leased), and the settings for it.
+    This replica's output, held (locked or leased), and its shard's index (0
+    without shards).
 
     None when every shard is finished or held by another live run.
     """
     if plan is None or plan.index is not None:
         index = 0 if plan is None or plan.index is None else plan.index
-        target = shard_output(settings.output, input_arg, plan, index)
+        target = shard_output(settings.path, input_arg, plan, index)
         out = _open(target, settings, environ, fresh=settings.fresh)
-        return out, for_shard(settings, plan, index)
+        return out, index
     if settings.fresh:
         msg = (
             "--fresh with shards claimed at run time would start finished shards"
@@ -84,15 +70,15 @@ def hold_output(
 
 def _claim_round(
     input_arg: str,
-    settings: Settings,
+    settings: OutputSettings,
     plan: ShardPlan,
     environ: Mapping[str, str],
     rows_left: RowsLeft,
-) -> tuple[tuple[Output, Settings] | None, bool]:
+) -> tuple[tuple[Output, int] | None, bool]:
     """The first free shard with rows left, else None and whether any was busy."""
     busy = False
     for index in range(plan.count):
-        target = shard_output(settings.output, input_arg, plan, index)
+        target = shard_output(settings.path, input_arg, plan, index)
         try:
             out = _open(target, settings, environ, fresh=False)
         except OutputBusy:
@@ -102,19 +88,18 @@ def _claim_round(
                 extra={"event": "shard_busy", "output": target},
             )  # fmt: skip
             continue
-        shard_settings = for_shard(settings, plan, index)
-        if rows_left(shard_settings, out.path) > 0:
+        if rows_left(index, out.path) > 0:
             log.info(
                 "claimed shard %d/%d", index, plan.count,
                 extra={"event": "shard_claimed", "output": out.shown},
             )  # fmt: skip
-            return (out, shard_settings), busy
+            return (out, index), busy
         out.close()
     return None, busy
 
 
 def _open(
-    target: str, settings: Settings, environ: Mapping[str, str], *, fresh: bool
+    target: str, settings: OutputSettings, environ: Mapping[str, str], *, fresh: bool
 ) -> Output:
     return open_output(
         target, fresh=fresh, account=settings.storage_account, environ=environ
@@ -123,14 +108,14 @@ def _open(
 
 def recorded_done(
     input_arg: str,
-    settings: Settings,
+    settings: OutputSettings,
     plan: ShardPlan | None,
     environ: Mapping[str, str],
-) -> tuple[Settings, AbstractSet[str], str]:
+) -> tuple[int | None, AbstractSet[str], str]:
     """
-    For ``--dry-run``: the settings to estimate with, the ids earlier runs finished,
-    and where they were read. Claimed shards are estimated together, from every
-    shard's output; nothing is locked.
+    For ``--dry-run``: the shard to estimate (None: all of them), the ids earlier
+    runs finished, and where they were read. Claimed shards are estimated
+    together, from every shard's output; nothing is locked.
     """
     if plan is None:
         indexes = [0]
@@ -139,10 +124,10 @@ def recorded_done(
     else:
         indexes = list(range(plan.count))
     done: set[str] = set()
-    targets = [shard_output(settings.output, input_arg, plan, i) for i in indexes]
+    targets = [shard_output(settings.path, input_arg, plan, i) for i in indexes]
     for target in [] if settings.fresh else targets:
         with peek(target, account=settings.storage_account, environ=environ) as path:
             done |= read_state(path).done_ids
     shown = targets[0] if len(targets) == 1 else f"{len(targets)} shard outputs"
-    own = plan is not None and plan.index is not None
-    return (for_shard(settings, plan, indexes[0]) if own else settings), done, shown
+    own = plan is None or plan.index is not None
+    return (indexes[0] if own else None), done, shown
