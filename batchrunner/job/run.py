@@ -8,21 +8,18 @@ through a ``Sender`` (online or Batch API), and write the summary.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio
 
-from batchrunner.config.groups import Endpoint
 from batchrunner.config.locations import storage_secrets
 from batchrunner.config.prices import answer_price
 from batchrunner.config.settings import (
@@ -33,6 +30,13 @@ from batchrunner.config.settings import (
     with_overrides,
 )
 from batchrunner.errors import AuthError, ConfigError, RunStopped
+from batchrunner.job.sending import (
+    check_mode,
+    for_mode,
+    load_send_stage,
+    open_endpoint,
+    sender_for,
+)
 from batchrunner.job.source import Source, counter_for, open_source, validated
 from batchrunner.prepare.estimate import estimate, report
 from batchrunner.prepare.shards import for_shard, resolve_shards, shard_label
@@ -44,17 +48,13 @@ from batchrunner.report.summary import RunStats
 from batchrunner.report.table import print_summary
 from batchrunner.results.claim import hold_output, recorded_done
 from batchrunner.results.destination import Output
-from batchrunner.results.resume import error_request_ids, read_state
+from batchrunner.results.resume import read_state
 from batchrunner.results.sinks import ResultSink, open_sink
 from batchrunner.results.spend import recorded_cost
 from batchrunner.results.target import check_outputs
 from batchrunner.rows.stamp import Validated
-from batchrunner.send.hooks import run_hooks
 from batchrunner.send.reuse import open_cache
 from batchrunner.send.sender import Ending, SendPlan
-
-if TYPE_CHECKING:
-    from batchrunner.send.sender import Sender
 
 log = logging.getLogger("batchrunner")
 
@@ -95,7 +95,7 @@ def run_job(
     if settings.simulate and not settings.deployment:
         # Before validation, which checks prompts against this model's window.
         settings = with_overrides(settings, deployment=SIMULATED_DEPLOYMENT)
-    _check_mode(settings)
+    check_mode(settings)
     with open_source(input_arg, account=settings.storage_account) as source:
         checker = checker_for(settings)  # a bad schema fails before the input is read
         found = validated(source, settings, input_arg)
@@ -104,15 +104,13 @@ def run_job(
 
             settings = for_deployments(settings)
         if settings.dry_run:
-            own, done, shown = recorded_done(
-                input_arg, settings.results, plan, environ
-            )
+            own, done, shown = recorded_done(input_arg, settings.results, plan, environ)
             dry = settings if own is None else for_shard(settings, plan, own)
             return _dry_run(source, dry, done, shown)
         check_ready_to_send(settings)
         _check_spend_cap(settings)
         open_cache(settings, create=False)  # a --cache file fails before any output
-        settings = _for_mode(settings)
+        settings = for_mode(settings)
 
         def rows_left(shard: int, results: Path) -> int:
             done = read_state(results).done_ids
@@ -149,7 +147,7 @@ def _send(
     json_lines: bool,
 ) -> Outcome:
     """Send what is left of the plan through the mode's sender; the summary."""
-    _load_send_stage(settings)
+    load_send_stage(settings)
     state = read_state(output.path)
     planned, skipped = source.count(settings, state.done_ids, found.rows)
     counter_for(settings)  # load the tokenizer now, not on the first row's clock
@@ -166,7 +164,7 @@ def _send(
     )  # fmt: skip
     bar = not json_lines and settings.verbosity >= 0 and sys.stderr.isatty()
     sending_started = time.monotonic()
-    with _endpoint(settings) as endpoint:
+    with open_endpoint(settings) as endpoint:
         if endpoint is not None:
             redactor.add(endpoint.api_key)
         sink = open_sink(output.path, checker.columns if checker is not None else ())
@@ -184,71 +182,13 @@ def _send(
             shown=output.shown,
             deadline_from=started,
         )
-        sender = _sender_for(settings, endpoint, output, checker, found, redactor, bar)
+        sender = sender_for(settings, endpoint, output, checker, found, redactor, bar)
         try:
             ending = anyio.run(sender.send, plan)
         finally:
             sink.close()
     _finish(stats, ending, time.monotonic() - sending_started, output, json_lines)
     return Outcome(rows_failed=ending.rows_left, stopped=ending.stopped)
-
-
-def _sender_for(
-    settings: Settings,
-    endpoint: Endpoint | None,
-    output: Output,
-    checker: AnswerChecker | None,
-    found: Validated,
-    redactor: Redactor,
-    bar: bool,
-) -> Sender:
-    """The online pool, or Batch API jobs for ``--mode batch``."""
-    if settings.mode == "batch":
-        from batchrunner.send.batch.run import BatchRun
-
-        assert endpoint is not None  # batch mode takes no deployments: list
-        return BatchRun(
-            settings,
-            endpoint=endpoint,
-            failed_requests=error_request_ids(output.path),
-            check=checker.check if checker is not None else None,
-            redactor=redactor,
-            bar=bar,
-        )
-    from batchrunner.send.online import OnlineSender
-
-    hooks = run_hooks(settings, checker, found.repeats)
-    return OnlineSender(
-        settings, endpoint=endpoint, redactor=redactor, hooks=hooks, bar=bar
-    )
-
-
-def _load_send_stage(settings: Settings) -> None:
-    """
-    Import the SDKs once the run is going to send: a --dry-run, or a run refused
-    for a mistake, never pays for them; and before the run's own clock starts,
-    so its rates are the sending's.
-    """
-    if settings.mode == "batch":
-        import batchrunner.send.batch.run
-    else:
-        import batchrunner.send.online  # noqa: F401
-
-
-def _check_mode(settings: Settings) -> None:
-    if settings.mode == "batch" or settings.wait or settings.cancel:
-        # Batch mode's module loads the SDKs: an online run does not need it.
-        from batchrunner.send.batch.run import check_batch_options
-
-        check_batch_options(settings)
-
-
-def _for_mode(settings: Settings) -> Settings:
-    if settings.mode != "batch":
-        return settings
-    from batchrunner.send.batch.run import batch_settings
-
-    return batch_settings(settings)
 
 
 def _check_spend_cap(settings: Settings) -> None:
@@ -283,30 +223,6 @@ def _dry_run(
     if settings.log_format != "json":
         print(lines)
     return Outcome()
-
-
-@contextlib.contextmanager
-def _endpoint(settings: Settings) -> Iterator[Endpoint | None]:
-    """
-    Where to send: the settings' endpoint (None with ``deployments:``, whose
-    entries name their own), or a simulator's, started for the run.
-    """
-    if not settings.simulate:
-        yield settings.target
-        return
-    from batchrunner.simulator import SimConfig, SimulatorServer
-
-    assert settings.deployment
-    model = settings.model or "gpt-4o-mini-2024-07-18"
-    key = secrets.token_urlsafe(24)
-    config = SimConfig(
-        api_key=key, deployments={settings.deployment: model}, latency=0.05
-    )
-    with SimulatorServer(config) as server:
-        log.info(
-            "simulating Azure OpenAI at %s", server.url, extra={"event": "simulator"}
-        )
-        yield Endpoint(server.url, key)
 
 
 def _writer_for(
