@@ -80,13 +80,26 @@ def test_a_lower_priority_is_used_only_when_the_higher_has_no_budget() -> None:
 
 
 def test_requests_waiting_at_a_pacer_count_against_it() -> None:
-    """When both are busy, routed-but-waiting requests steer new ones elsewhere."""
-    a = FakeBudget(soon=1.0, tpm=60_000)  # 1000 tokens a second
-    b = FakeBudget(soon=1.5, tpm=60_000)
+    """Routed-but-waiting requests steer new ones elsewhere."""
+    a = FakeBudget(soon=0.1, tpm=60_000)  # 1000 tokens a second
+    b = FakeBudget(soon=0.2, tpm=60_000)
     r, _ = router(Lane("a", a), Lane("b", b))
     first = r.choose(1000)
     second = r.choose(1000)
     assert (first, second) == ("a", "b")  # a's queue now ends after b's turn
+
+
+def test_when_every_one_is_busy_requests_wait_at_the_router() -> None:
+    """No deployment with room soon: the request is queued at none of them, and
+    the router says when the first one will have room."""
+    a = FakeBudget(soon=1.0, tpm=60_000)
+    b = FakeBudget(soon=1.5, tpm=60_000)
+    r, _ = router(Lane("a", a), Lane("b", b))
+    assert r.choose(1000) is None
+    assert r.wait_seconds() == pytest.approx(1.0 - SPARE_SECONDS)
+    a.soon = 0.1
+    assert r.choose(1000) == "a"
+    assert r.choose(1000) is None  # a's queue now holds one, b is still busy
 
 
 def test_unknown_pace_with_a_queue_is_not_joined() -> None:

@@ -2,10 +2,13 @@
 The router: which deployment each request goes to, when a run has several.
 
 Each deployment has a pacer of its own (its ``Budget`` here). A request goes to
-the deployment that can send it soonest, counting the requests already routed
-there and still waiting for their turn; within the best priority that has
-budget to spare, shares follow the weights (by default the quotas). The router
-takes deployments out and brings them back:
+a deployment that can send it within ``SPARE_SECONDS``, counting the requests
+already routed there and still waiting for their turn; within the best priority
+that has budget to spare, shares follow the weights (by default the quotas).
+When none has, the request waits here until one has, rather than in the queue
+of the one due soonest: a pace still being learned may be a guess, and a queue
+at a deployment that turns out slower is stuck there while others are idle.
+The router takes deployments out and brings them back:
 
 ==========================  ==================================================
 429                         out for as long as the service asked
@@ -107,25 +110,35 @@ class Router:
     clock: Callable[[], float] = time.monotonic
     _states: dict[str, _State] = field(init=False)
     _awaiting_answer: bool = field(init=False)
+    _spare_in: float | None = field(init=False)
 
     def __post_init__(self) -> None:
         self._states = {lane.name: _State(lane) for lane in self.lanes}
         #: The last choice was put off until a deployment learning its pace answers.
         self._awaiting_answer = False
+        #: Every one was busy at the last choice: seconds until one has room.
+        self._spare_in = None
         #: When a deployment last answered (or the run began).
         self._last_answer = self.clock()
 
     # --- choosing --------------------------------------------------------------
 
     def choose(
-        self, tokens: int, avoid: Collection[str] = (), exclude: Collection[str] = ()
+        self,
+        tokens: int,
+        avoid: Collection[str] = (),
+        exclude: Collection[str] = (),
+        *,
+        queue: bool = False,
     ) -> str | None:
         """
         The deployment for a request of *tokens*, booked as waiting there; None
         when every one is out, or when the one to use is still learning its
         pace (its first answer, due soon, tells how much it takes). Deployments
         in *avoid* (they just failed this row) are used only when no other one
-        is usable; those in *exclude* (too small for it) never.
+        is usable; those in *exclude* (too small for it) never. With *queue*
+        (a request moved off a deployment that is out), it joins the queue of
+        the one due soonest rather than wait here when every one is busy.
         """
         now = self.clock()
         usable = [
@@ -134,8 +147,11 @@ class Router:
             if s.usable(now) and s.lane.name not in exclude
         ]
         preferred = [s for s in usable if s.lane.name not in avoid] or usable
-        chosen = self._pick(preferred, tokens) if preferred else None
-        self._awaiting_answer = chosen is None and bool(preferred)
+        self._spare_in = None
+        chosen = self._pick(preferred, tokens, queue) if preferred else None
+        self._awaiting_answer = (
+            chosen is None and bool(preferred) and self._spare_in is None
+        )
         if chosen is None:
             return None
         chosen.waiting += 1
@@ -145,7 +161,7 @@ class Router:
             chosen.probe_chosen_at = now
         return chosen.lane.name
 
-    def _pick(self, states: list[_State], tokens: int) -> _State | None:
+    def _pick(self, states: list[_State], tokens: int, queue: bool) -> _State | None:
         starts = {id(s): _expected_start(s, tokens) for s in states}
         for priority in sorted({s.lane.priority for s in states}):
             tier = [s for s in states if s.lane.priority == priority]
@@ -157,8 +173,13 @@ class Router:
                 # there now could wait behind any number, and a lower priority
                 # is not due. Its first answer comes soon and tells.
                 return None
-        # Every one is busy: the soonest, the higher priority on a tie.
-        return min(states, key=lambda s: (starts[id(s)], s.lane.priority))
+        if queue:  # the soonest, the higher priority on a tie
+            return min(states, key=lambda s: (starts[id(s)], s.lane.priority))
+        # Every one is busy: the request waits here until one has room, not
+        # in a pacer's queue, where it could not move when another deployment
+        # frees up first (the pace a deployment holds to may be a guess).
+        self._spare_in = max(0.0, min(starts.values()) - SPARE_SECONDS)
+        return None
 
     def sent(self, name: str, tokens: int) -> None:
         """The request routed to *name* got its turn from the pacer (or gave up)."""
@@ -237,6 +258,8 @@ class Router:
         now = self.clock()
         if self._awaiting_answer:
             return None
+        if self._spare_in is not None:
+            return self._spare_in
         if any(s.usable(now) for s in self._states.values()):
             return 0.0
         times = [t for s in self._states.values() if (t := s.comes_back_at())]

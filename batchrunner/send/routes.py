@@ -78,18 +78,24 @@ class RouteTable:
             self._changed = None
 
     async def pick(
-        self, tokens: int, avoid: Collection[str] = (), exclude: Collection[str] = ()
+        self,
+        tokens: int,
+        avoid: Collection[str] = (),
+        exclude: Collection[str] = (),
+        *,
+        queue: bool = False,
     ) -> Route | None:
         """
         The route for a request of *tokens*, waiting while every deployment is
         out; None when the run stops first or none is left. Those in *avoid*
-        are used only when no other one is usable, those in *exclude* never.
+        are used only when no other one is usable, those in *exclude* never;
+        *queue*: see ``Router.choose``.
         """
         router = self.router
         if router is None:
             return next(iter(self.routes.values()))
         while not self.control.stopping:
-            name = router.choose(tokens, avoid, exclude)
+            name = router.choose(tokens, avoid, exclude, queue=queue)
             if name is not None:
                 return self.routes[name]
             if router.all_dropped:

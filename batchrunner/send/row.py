@@ -56,6 +56,9 @@ class _Row:
     #: Failures sent on to another deployment uncharged; bounded, so a row
     #: that every deployment fails without end still runs out of attempts.
     rerouted: int = 0
+    #: Sent on from a deployment that was out: it goes on at once, to the
+    #: queue of the deployment due soonest.
+    moved: bool = False
     #: Deployments whose whole minute's quota is smaller than the row: their
     #: quota (tokens a minute). The row fails only when every one is.
     too_small: dict[str, float] = field(default_factory=dict)
@@ -182,7 +185,9 @@ class RowSender:
         while True:
             if self.control.stopping:
                 raise Abandoned
-            route = table.only or await table.pick(tokens, row.failed, row.too_small)
+            route = table.only or await table.pick(
+                tokens, row.failed, row.too_small, queue=row.moved
+            )
             if route is None:
                 raise Abandoned
             try:
@@ -217,6 +222,7 @@ class RowSender:
             try:
                 return await self._send_once(request, route, turn, row)
             except _Rerouted as rerouted:
+                row.moved = True
                 if rerouted.counted:
                     row.rerouted += 1
 
