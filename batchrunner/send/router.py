@@ -29,7 +29,26 @@ import math
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+
+from batchrunner.send.lanes import (
+    FIRST_COOL_OFF,
+    Budget,
+    Lane,
+    LaneState,
+    expected_start,
+    round_robin,
+)
+
+__all__ = [
+    "BREAKER_FAULTS",
+    "DROP_STATUSES",
+    "FIRST_COOL_OFF",
+    "SPARE_SECONDS",
+    "Budget",
+    "Dropped",
+    "Lane",
+    "Router",
+]
 
 #: A deployment whose pacer can send within this many seconds has budget to
 #: spare: a lower priority is used only while no higher one has.
@@ -37,60 +56,10 @@ SPARE_SECONDS = 0.25
 #: Faults in a row (5xx, resets, timeouts, with no answer between) that open
 #: the breaker: one is bad luck, five are a deployment in trouble.
 BREAKER_FAULTS = 5
-#: The first cool-off of an open breaker; it doubles with each failed probe.
-FIRST_COOL_OFF = 5.0
 MAX_COOL_OFF = 120.0
 #: Statuses that drop a deployment for the whole run.
 DROP_STATUSES = frozenset({401, 403, 404})
 AUTH_STATUSES = frozenset({401, 403})
-
-
-class Budget(Protocol):
-    """What the router reads of a deployment's pacer."""
-
-    def ready_in(self) -> float:
-        """Seconds until the next request may go (0: now)."""
-
-    @property
-    def budgets(self) -> tuple[float | None, float | None]:
-        """The (requests, tokens) per minute it paces to; None while unknown."""
-
-
-@dataclass(frozen=True, slots=True)
-class Lane:
-    """A deployment as the router knows it: its label, priority and weight."""
-
-    name: str
-    budget: Budget
-    priority: int = 0
-    #: Share within its priority; None: in proportion to its token quota.
-    weight: float | None = None
-
-
-@dataclass
-class _State:
-    lane: Lane
-    out_until: float = 0.0  # a 429's wait
-    faults: int = 0  # in a row
-    open_until: float | None = None  # the breaker
-    cool_off: float = FIRST_COOL_OFF
-    probing: bool = False
-    probe_chosen_at: float = 0.0  # what was sent before it is no probe
-    dropped: str | None = None
-    refused_auth: bool = False
-    waiting: int = 0  # routed here, not yet through the pacer
-    waiting_tokens: int = 0
-    credit: float = 0.0  # smooth weighted round robin
-
-    def usable(self, now: float) -> bool:
-        if self.dropped is not None or self.probing or now < self.out_until:
-            return False
-        return self.open_until is None or now >= self.open_until
-
-    def comes_back_at(self) -> float | None:
-        if self.dropped is not None or self.probing:
-            return None
-        return max(self.out_until, self.open_until or 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +77,12 @@ class Router:
 
     lanes: Sequence[Lane]
     clock: Callable[[], float] = time.monotonic
-    _states: dict[str, _State] = field(init=False)
+    _states: dict[str, LaneState] = field(init=False)
     _awaiting_answer: bool = field(init=False)
     _spare_in: float | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self._states = {lane.name: _State(lane) for lane in self.lanes}
+        self._states = {lane.name: LaneState(lane) for lane in self.lanes}
         #: The last choice was put off until a deployment learning its pace answers.
         self._awaiting_answer = False
         #: Every one was busy at the last choice: seconds until one has room.
@@ -161,13 +130,15 @@ class Router:
             chosen.probe_chosen_at = now
         return chosen.lane.name
 
-    def _pick(self, states: list[_State], tokens: int, queue: bool) -> _State | None:
-        starts = {id(s): _expected_start(s, tokens) for s in states}
+    def _pick(
+        self, states: list[LaneState], tokens: int, queue: bool
+    ) -> LaneState | None:
+        starts = {id(s): expected_start(s, tokens) for s in states}
         for priority in sorted({s.lane.priority for s in states}):
             tier = [s for s in states if s.lane.priority == priority]
             spare = [s for s in tier if starts[id(s)] <= SPARE_SECONDS]
             if spare:
-                return _round_robin(spare)
+                return round_robin(spare)
             if any(math.isinf(starts[id(s)]) for s in tier):
                 # A pace still unknown is not a budget spent: a request queued
                 # there now could wait behind any number, and a lower priority
@@ -295,42 +266,3 @@ class Router:
     def all_refused_auth(self) -> bool:
         """Every deployment refused our credentials (401/403)."""
         return all(s.refused_auth for s in self._states.values())
-
-
-def _expected_start(state: _State, tokens: int) -> float:
-    """When a request routed to *state* now would go: its pacer's turn, plus
-    the requests already routed there and waiting, at its pace."""
-    ahead = state.lane.budget.ready_in()
-    if not state.waiting:
-        return ahead
-    rpm, tpm = state.lane.budget.budgets
-    if rpm is None and tpm is None:
-        return math.inf  # unknown pace: its queue could be long
-    queued = 0.0
-    if rpm:
-        queued = max(queued, state.waiting * 60 / rpm)
-    if tpm:
-        queued = max(queued, (state.waiting_tokens + tokens) * 60 / tpm)
-    return ahead + queued
-
-
-def _weight(state: _State, states: list[_State]) -> float:
-    if state.lane.weight is not None:
-        return state.lane.weight
-    quota = state.lane.budget.budgets[1]
-    if quota:
-        return quota
-    # Unknown quota: as much as the largest known one, until it is learned.
-    known = [q for s in states if (q := s.lane.budget.budgets[1])]
-    return max(known, default=1.0)
-
-
-def _round_robin(states: list[_State]) -> _State:
-    """Smooth weighted round robin (nginx's): shares follow the weights, evenly."""
-    weights = [_weight(s, states) for s in states]
-    total = sum(weights)
-    for state, weight in zip(states, weights, strict=True):
-        state.credit += weight
-    chosen = max(states, key=lambda s: s.credit)
-    chosen.credit -= total
-    return chosen
