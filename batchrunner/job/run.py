@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import anyio
@@ -151,7 +151,8 @@ def _send(
     state = read_state(output.path)
     planned, skipped = source.count(settings, state.done_ids, found.rows)
     counter_for(settings)  # load the tokenizer now, not on the first row's clock
-    price = partial(answer_price, settings)
+    # Answers name a handful of models: each is priced once, not once a row.
+    price = lru_cache(maxsize=64)(partial(answer_price, settings))
     stats = RunStats(rows_planned=planned, rows_skipped=skipped, price_for=price)
     if settings.max_cost is not None:
         stats.cost_before = recorded_cost(output.path, price)
