@@ -73,12 +73,7 @@ class Refusals:
         """
         if not self.several or failure.status_code != 429:
             return None
-        limit = route.pacer.token_limit()
-        tokens = request.charged_tokens
-        if limit is None or tokens <= limit:
-            return None
-        route.pacer.refused(tokens)
-        return QuotaExceeded(tokens, limit)
+        return _over_quota(route, request.charged_tokens)
 
     def on_failure(
         self, failure: ApiFailure, sent_at: float, tokens: int, route: Route
@@ -101,13 +96,9 @@ class Refusals:
     def _throttled(
         self, failure: ApiFailure, sent_at: float, tokens: int, route: Route
     ) -> None:
-        limit = route.pacer.token_limit()
-        if limit is not None and tokens > limit:
-            # Sent before the quota was known, and the answer told it: the
-            # service would refuse this row forever, so waiting is no use;
-            # nor need the rows after it wait out what was booked for it.
-            route.pacer.refused(tokens)
-            raise QuotaExceeded(tokens, limit) from failure
+        exceeded = _over_quota(route, tokens)
+        if exceeded is not None:
+            raise exceeded from failure
         wait = failure.retry_after or 1.0
         most = self.retries.max_retry_wait
         if wait > most:
@@ -122,6 +113,20 @@ class Refusals:
             raise Abandoned from failure
         # Everybody waits, so one throttled answer does not become a hundred.
         route.pacer.throttled(wait, sent_at, tokens)
+
+
+def _over_quota(route: Route, tokens: int) -> QuotaExceeded | None:
+    """
+    Whether a request of *tokens*, refused with a 429, is over *route*'s whole
+    minute's quota (sent before the quota was known, and the answer told it):
+    the service would refuse it forever, so waiting is no use; nor need the
+    rows after it wait out what was booked for it, which is given back.
+    """
+    limit = route.pacer.token_limit()
+    if limit is None or tokens <= limit:
+        return None
+    route.pacer.refused(tokens)
+    return QuotaExceeded(tokens, limit)
 
 
 def over_quota(exceeded: QuotaExceeded) -> ApiFailure:
