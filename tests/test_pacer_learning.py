@@ -235,3 +235,39 @@ def test_a_429_without_retry_after_waits_for_the_reset() -> None:
     assert parse_retry_after(headers) is None
     both = {"retry-after-ms": "300", "x-ratelimit-reset-tokens": "7s"}
     assert parse_retry_after(both, throttled=True) == 0.3
+
+
+def test_a_refused_send_is_taken_out_of_the_window_from_its_send_on() -> None:
+    """
+    A large row sent with short ones, refused: the reports heard before its 429
+    passed it for a huge window; its refusal takes it out of them.
+    """
+    window = WindowEstimate()
+    window.sent(0.0, 20_000)  # over the whole window: refused, uncounted
+    for _ in range(3):
+        window.sent(0.0, 10)
+    window.report(0.01, 170, sent_at=0.0)  # the service counted our 30
+    assert window.size == pytest.approx(20_200)  # the long one still looks counted
+    window.refused(20_000, sent_at=0.0)
+    assert window.size == pytest.approx(200)
+    assert window.credit(0.02) == pytest.approx(170)
+    window.sent(0.03, 10)
+    assert window.credit(0.04) == pytest.approx(160)
+
+
+def test_a_send_larger_than_the_window_does_not_pass_for_sends_leaving_it() -> None:
+    """
+    The same row tried again once the window is known, and a short one answered
+    before its 429 is heard: no window as short as a round trip is learned.
+    """
+    window = WindowEstimate()
+    window.sent(0.0, 10)
+    window.report(0.01, 190, sent_at=0.0)
+    assert window.throttled(0.01, 2.0)  # a 429's wait: at most 2.01 s
+    window.sent(2.02, 20_000)
+    window.sent(2.02, 10)
+    assert not window.report(2.03, 190, sent_at=2.02)  # before the 429 is heard
+    assert window.seconds == pytest.approx(2.01)
+    window.refused(20_000, sent_at=2.02)
+    assert window.size == pytest.approx(200)
+    assert window.credit(2.04) == pytest.approx(190)

@@ -123,12 +123,15 @@ class Learner:
         for rate, cost in zip(self.rates, (1, max(tokens, 1)), strict=True):
             rate.unbook(cost)
 
-    def refused(self, tokens: int) -> None:
-        """A request of *tokens* that was sent will never be taken: unbook it."""
+    def refused(self, tokens: int, sent_at: float | None = None) -> None:
+        """
+        A request of *tokens* that was sent at *sent_at* (None: the latest)
+        will never be taken: unbook it.
+        """
         self.unbook(tokens)
         if self.estimates is not None:
             for estimate, cost in zip(self.estimates, (1, tokens), strict=True):
-                estimate.refused(cost)
+                estimate.refused(cost, sent_at)
 
     # --- answers --------------------------------------------------------------
 
@@ -201,7 +204,7 @@ class Learner:
             # The service counted none of it: neither do we (the pause holds
             # everybody meanwhile), so a large row refused again and again
             # does not also hold back the rows after it by its size.
-            self.refused(tokens)
+            self.refused(tokens, sent_at)
         first, self._throttled = not self._throttled, True
         # Requests sent before the last lesson were sent at the old rate, and
         # their 429s say nothing new.

@@ -205,13 +205,14 @@ class Pacer:
 
     # --- what the answers say -------------------------------------------------
 
-    def refused(self, tokens: int) -> None:
+    def refused(self, tokens: int, sent_at: float | None = None) -> None:
         """
-        A request of *tokens* over the whole quota, which the service will never
-        take: what was booked for it is given back (the service counted none of
-        it), so the requests after it need not wait out its share of the budget.
+        A request of *tokens* (sent at *sent_at*; None: the latest) over the
+        whole quota, which the service will never take: what was booked for it
+        is given back (the service counted none of it), so the requests after it
+        need not wait out its share of the budget.
         """
-        self._learner.refused(tokens)
+        self._learner.refused(tokens, sent_at)
         self._waits.unbooked()
 
     def pause(self, seconds: float) -> None:

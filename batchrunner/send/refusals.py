@@ -96,7 +96,7 @@ class Refusals:
     def _throttled(
         self, failure: ApiFailure, sent_at: float, tokens: int, route: Route
     ) -> None:
-        exceeded = _over_quota(route, tokens)
+        exceeded = _over_quota(route, tokens, sent_at)
         if exceeded is not None:
             raise exceeded from failure
         wait = failure.retry_after or 1.0
@@ -115,7 +115,9 @@ class Refusals:
         route.pacer.throttled(wait, sent_at, tokens)
 
 
-def _over_quota(route: Route, tokens: int) -> QuotaExceeded | None:
+def _over_quota(
+    route: Route, tokens: int, sent_at: float | None = None
+) -> QuotaExceeded | None:
     """
     Whether a request of *tokens*, refused with a 429, is over *route*'s whole
     minute's quota (sent before the quota was known, and the answer told it):
@@ -125,7 +127,7 @@ def _over_quota(route: Route, tokens: int) -> QuotaExceeded | None:
     limit = route.pacer.token_limit()
     if limit is None or tokens <= limit:
         return None
-    route.pacer.refused(tokens)
+    route.pacer.refused(tokens, sent_at)
     return QuotaExceeded(tokens, limit)
 
 

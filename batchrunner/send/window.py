@@ -16,6 +16,8 @@ comes off it, and a request that does not fit waits for the next answer.
 from __future__ import annotations
 
 import bisect
+import math
+from collections import deque
 
 #: Remaining plus what we sent must grow by this share of the window's size (and
 #: by two requests) before we read it as our first sends leaving the window:
@@ -28,14 +30,26 @@ LONGEST_WINDOW = 120.0
 
 
 class _SendLog:
-    """When this run sent what: (time, total sent before it) of each send."""
+    """
+    When this run sent what: (time, total sent before it) of each send, net of
+    the sends the service refused (it counted none of them), each taken off
+    from its own send time on.
+    """
 
     def __init__(self) -> None:
-        self.total = 0.0
         self.count = 0
+        self._gross = 0.0
         self._times: list[float] = []
         self._before: list[float] = []
         self._start = 0  # entries before it have been dropped
+        # Refusals, by the time of the send refused: times and running totals.
+        self._refused_at: list[float] = []
+        self._refused_upto: list[float] = []
+
+    @property
+    def total(self) -> float:
+        """All we sent that the service may have counted."""
+        return self._gross - self._refused_by(float("inf"))
 
     @property
     def first(self) -> float | None:
@@ -44,8 +58,8 @@ class _SendLog:
 
     def add(self, now: float, cost: float) -> None:
         self._times.append(now)
-        self._before.append(self.total)
-        self.total += cost
+        self._before.append(self._gross)
+        self._gross += cost
         self.count += 1
         while self._times[self._start] < now - 2 * LONGEST_WINDOW:
             self._start += 1
@@ -53,15 +67,44 @@ class _SendLog:
             del self._times[: self._start], self._before[: self._start]
             self._start = 0
 
+    def refuse(self, cost: float, sent_at: float | None) -> None:
+        """A send of *cost* at *sent_at* (None: the latest) was refused."""
+        times = self._times
+        # The refused send is the last one logged by *sent_at*: its own time
+        # keeps the net totals rising with the log.
+        i = len(times) if sent_at is None else bisect.bisect_right(times, sent_at)
+        at = times[i - 1] if i > self._start else -math.inf
+        k = bisect.bisect_right(self._refused_at, at)
+        self._refused_at.insert(k, at)
+        upto = self._refused_upto
+        upto.insert(k, (upto[k - 1] if k else 0.0) + cost)
+        for j in range(k + 1, len(upto)):
+            upto[j] += cost
+
+    def _refused_by(self, when: float) -> float:
+        k = bisect.bisect_right(self._refused_at, when)
+        return self._refused_upto[k - 1] if k else 0.0
+
     def by(self, when: float) -> float:
         """What had been sent by *when* (as far back as the log goes)."""
         i = bisect.bisect_right(self._times, when, lo=self._start)
-        return self._before[i] if i < len(self._times) else self.total
+        gross = self._before[i] if i < len(self._times) else self._gross
+        return gross - self._refused_by(when)
 
     def when(self, amount: float) -> float | None:
         """The time of the send that took the total past *amount*; None if dropped."""
-        i = bisect.bisect_left(self._before, amount, lo=self._start) - 1
-        return self._times[i] if i >= self._start else None
+        times, before = self._times, self._before
+        # The first send whose total before it reaches *amount*, net of the
+        # refusals logged before it (the net total only rises with the log).
+        lo, hi = self._start, len(times)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if before[mid] - self._refused_by(times[mid] - 1e-9) < amount:
+                lo = mid + 1
+            else:
+                hi = mid
+        i = lo - 1
+        return times[i] if i >= self._start else None
 
 
 class WindowEstimate:
@@ -71,9 +114,13 @@ class WindowEstimate:
         self.size: float | None = None  # what fits in a window, in our count
         self.seconds: float | None = None  # the window's length
         self._measured = False  # the length was seen in reports, not guessed
-        self._refused = 0.0  # sent, but refused (429): the service counted none of it
         self._log = _SendLog()
-        # (time, remaining, what of ours it surely counted) of the latest report
+        # Sent, larger than the window, so not logged (the latest few: a service
+        # that takes them after all never says so).
+        self._oversized: deque[float] = deque(maxlen=64)
+        # (time, remaining, when the last send it surely counted went) of the
+        # latest report: what it counted is read from the log when needed, as
+        # a refusal heard later takes a send back out of it.
         self._report: tuple[float, float, float] | None = None
 
     @property
@@ -85,6 +132,12 @@ class WindowEstimate:
 
     def sent(self, now: float, cost: float) -> None:
         """We sent *cost* at *now*."""
+        if self.size is not None and cost > self.size:
+            # Larger than the whole window: the service refuses it uncounted.
+            # Logged, it would pass for our sends leaving the window until its
+            # 429 came back, and teach a window as short as a round trip.
+            self._oversized.append(cost)
+            return
         self._log.add(now, cost)
 
     def report(
@@ -95,13 +148,14 @@ class WindowEstimate:
         this taught the window length.
         """
         log = self._log
-        total = log.total - self._refused
+        total = log.total
         # The service counted at least what we sent up to the answered request,
         # and at most all we sent before its answer came: the most is the
         # bound on the size, the least on what has left; and the credit counts
         # off everything sent after it.
-        least = total if sent_at is None else log.by(sent_at) - self._refused
-        self._report = (now, remaining, least)
+        upto = now if sent_at is None else sent_at
+        least = log.by(upto)
+        self._report = (now, remaining, upto)
         seen = remaining + total
         if self.size is None or seen < self.size:
             self.size = seen
@@ -122,9 +176,20 @@ class WindowEstimate:
         self.seconds, self._measured = seconds, True
         return True
 
-    def refused(self, cost: float) -> None:
-        """A request of *cost* we sent was refused: the service did not count it."""
-        self._refused += cost
+    def refused(self, cost: float, sent_at: float | None = None) -> None:
+        """
+        A request of *cost* we sent at *sent_at* (None: the latest) was refused:
+        the service did not count it, neither in the latest report if it was
+        sent before (a large row refused must not pass for a large window).
+        """
+        if cost in self._oversized:
+            self._oversized.remove(cost)  # never logged
+            return
+        log = self._log
+        log.refuse(cost, sent_at)
+        if self._report is not None and self.size is not None:
+            at, remaining, _ = self._report
+            self.size = min(self.size, remaining + log.by(at))
 
     def throttled(self, now: float, wait: float) -> bool:
         """
@@ -143,9 +208,9 @@ class WindowEstimate:
         """What still fits in the window now, by the last report; None if unknown."""
         if self._report is None:
             return None
-        at, remaining, counted = self._report
+        at, remaining, upto = self._report
         log = self._log
-        credit = remaining - (log.total - self._refused - counted)
+        credit = remaining - (log.total - log.by(upto))
         if self.seconds is not None:
             # What left the window since the report, by our own log.
             credit += log.by(now - self.seconds) - log.by(at - self.seconds)
