@@ -117,10 +117,11 @@ def test_the_window_length_is_when_our_first_sends_come_back() -> None:
         window.sent(i * 0.05, 100)
     window.report(1.0, 3000)  # 5,000 in the window, 2,000 of it ours
     assert window.size == 5000
-    # At 6.5 s the sends of the first 0.5 s (1,000) have left the window.
+    # At 6.5 s the sends of the first 0.5 s (1,000) have left the window: the
+    # length is read a send earlier (counts differ), so never too short.
     assert window.report(6.5, 4000)
-    assert window.seconds == pytest.approx(6.5 - 0.45)
-    assert window.rate == pytest.approx(5000 / 6.05)
+    assert window.seconds == pytest.approx(6.5 - 0.40)
+    assert window.rate == pytest.approx(5000 / 6.10)
 
 
 def test_a_429s_wait_bounds_the_window_length() -> None:
@@ -271,3 +272,20 @@ def test_a_send_larger_than_the_window_does_not_pass_for_sends_leaving_it() -> N
     window.refused(20_000, sent_at=2.02)
     assert window.size == pytest.approx(200)
     assert window.credit(2.04) == pytest.approx(190)
+
+
+def test_a_window_found_empty_is_as_long_as_since_our_last_counted_send() -> None:
+    """
+    Remaining back to the full window (and a little over, the counts differ):
+    everything we sent before left, the last counted one too, and a refused
+    probe sent since is no send of ours that left.
+    """
+    window = WindowEstimate()
+    for i in range(27):
+        window.sent(i * 0.01, 222)
+    window.report(0.5, 6, sent_at=0.26)  # 6,000 in the window: 5,994 of it ours
+    window.sent(1.57, 222)  # a probe, refused
+    window.refused(222, sent_at=1.57)
+    window.sent(6.21, 222)
+    assert window.report(6.42, 5790, sent_at=6.21)  # 5,790 + 222 > 6,000
+    assert window.seconds == pytest.approx(6.42 - 0.26)

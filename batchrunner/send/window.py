@@ -91,6 +91,13 @@ class _SendLog:
         gross = self._before[i] if i < len(self._times) else self._gross
         return gross - self._refused_by(when)
 
+    def before_last(self, when: float) -> float:
+        """What had been sent before the last send logged by *when*."""
+        i = bisect.bisect_right(self._times, when, lo=self._start) - 1
+        if i < self._start:
+            return 0.0
+        return self._before[i] - self._refused_by(self._times[i] - 1e-9)
+
     def when(self, amount: float) -> float | None:
         """The time of the send that took the total past *amount*; None if dropped."""
         times, before = self._times, self._before
@@ -161,10 +168,14 @@ class WindowEstimate:
             self.size = seen
         if not log.count:
             return False
-        gone = remaining + least - self.size  # what left the window: our first sends
+        # What left the window: our first sends. The answered request itself
+        # is surely in it (our count and the service's differ a little).
+        gone = min(remaining + least - self.size, log.before_last(upto))
         if gone <= max(EXPIRY_SHARE * self.size, 2 * log.total / log.count):
             return False
-        left = log.when(gone)
+        # Our count and the service's differ by a few tokens a request: a send
+        # less is surely gone, so the length found is never a send too short.
+        left = log.when(gone - log.total / log.count)
         if left is None or now - left > LONGEST_WINDOW:
             return False
         # Each report bounds the length from above (what left may have left
