@@ -289,3 +289,20 @@ def test_a_window_found_empty_is_as_long_as_since_our_last_counted_send() -> Non
     window.sent(6.21, 222)
     assert window.report(6.42, 5790, sent_at=6.21)  # 5,790 + 222 > 6,000
     assert window.seconds == pytest.approx(6.42 - 0.26)
+
+
+def test_a_service_counting_less_than_we_do_is_no_window_emptying() -> None:
+    """
+    Our count 7% over the service's: remaining + what we sent grows as we send
+    in a first window, and is no sign that our first sends left it.
+    """
+    window = WindowEstimate()
+    size, ours, theirs = 7000, 100, 93
+    for i in range(4):
+        window.sent(i * 0.001, ours)
+    window.report(0.2, size - 4 * theirs, sent_at=0.0)
+    for i in range(4, 74):  # 6,882 of the 7,000 the service lets through
+        window.sent(i * 0.01, ours)
+        remaining = size - (i + 1) * theirs
+        assert not window.report(i * 0.01 + 0.2, remaining, sent_at=i * 0.01)
+    assert window.seconds is None
