@@ -53,7 +53,7 @@ class _SendLog:
     @property
     def total(self) -> float:
         """All we sent that the service may have counted."""
-        return self._gross - self._refused_by(float("inf"))
+        return self._gross - (self._refused_upto[-1] if self._refused_upto else 0.0)
 
     @property
     def first(self) -> float | None:
@@ -89,6 +89,12 @@ class _SendLog:
         k = bisect.bisect_right(self._refused_at, when)
         return self._refused_upto[k - 1] if k else 0.0
 
+    def _net_before(self, i: int) -> float:
+        """What had been sent before send *i*, net of the refusals logged before it."""
+        at = self._times[i]
+        k = bisect.bisect_left(self._refused_at, at)
+        return self._before[i] - (self._refused_upto[k - 1] if k else 0.0)
+
     def by(self, when: float) -> float:
         """What had been sent by *when* (as far back as the log goes)."""
         i = bisect.bisect_right(self._times, when, lo=self._start)
@@ -98,24 +104,15 @@ class _SendLog:
     def before_last(self, when: float) -> float:
         """What had been sent before the last send logged by *when*."""
         i = bisect.bisect_right(self._times, when, lo=self._start) - 1
-        if i < self._start:
-            return 0.0
-        return self._before[i] - self._refused_by(self._times[i] - 1e-9)
+        return self._net_before(i) if i >= self._start else 0.0
 
     def when(self, amount: float) -> float | None:
         """The time of the send that took the total past *amount*; None if dropped."""
-        times, before = self._times, self._before
-        # The first send whose total before it reaches *amount*, net of the
-        # refusals logged before it (the net total only rises with the log).
-        lo, hi = self._start, len(times)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if before[mid] - self._refused_by(times[mid] - 1e-9) < amount:
-                lo = mid + 1
-            else:
-                hi = mid
-        i = lo - 1
-        return times[i] if i >= self._start else None
+        # The first send whose net total before it reaches *amount* (it only
+        # rises with the log), and the one before it.
+        sends = range(self._start, len(self._times))
+        i = self._start + bisect.bisect_left(sends, amount, key=self._net_before) - 1
+        return self._times[i] if i >= self._start else None
 
 
 class WindowEstimate:
